@@ -1,0 +1,61 @@
+# Bastion: the user's verbs. Every verb takes `recipe=NAME` (a file under recipes/ or a path):
+#   just train recipe=llama31-8b.yaml
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+recipe := "tiny-cpu.yaml"
+venv_bin := justfile_directory() / ".venv" / "bin"
+bastion := if path_exists(venv_bin / "bastion") == "true" { venv_bin / "bastion" } else { "bastion" }
+python := if path_exists(venv_bin / "python") == "true" { venv_bin / "python" } else { "python3" }
+
+
+# List the verbs.
+default:
+    @just --list --unsorted
+
+# Create .venv with the pinned dependencies, llama.cpp's tools and the tiny model (idempotent).
+setup:
+    bash scripts/setup.sh
+
+# Run every stage on recipes/tiny-cpu.yaml: tiny model, offline, CPU.
+demo:
+    {{bastion}} demo
+
+# Check a recipe against the schema; every problem is listed at once.
+validate recipe=recipe:
+    {{bastion}} validate {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Crawl and read the recipe's sources into Alpaca JSONL plus a quality report.
+harvest recipe=recipe:
+    {{bastion}} harvest {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Fine-tune the base model with Axolotl (QLoRA/LoRA).
+train recipe=recipe:
+    {{bastion}} train {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Evaluate base vs tuned with lm-evaluation-harness.
+eval recipe=recipe:
+    {{bastion}} eval {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Merge, convert to GGUF, quantise, verify, write the Ollama Modelfile.
+export recipe=recipe:
+    {{bastion}} export {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Run harvest, train, eval and export in order.
+all recipe=recipe:
+    {{bastion}} all {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Serve the exported GGUF through llama-cpp-python's OpenAI-compatible server (loopback).
+serve recipe=recipe:
+    {{bastion}} serve {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Chat with the exported GGUF in the terminal.
+chat recipe=recipe:
+    {{bastion}} chat {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Run the test suite (offline, CPU).
+test *args:
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {{python}} -m pytest {{args}}
+
+# Run the benchmarks under bench/ (each prints a ratio measured side by side).
+bench *args:
+    for b in bench/*.py; do {{python}} "$b" {{args}}; done

@@ -1,0 +1,132 @@
+"""The ``bastion`` command line: validate, harvest, train, eval, export, all, demo."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from bastion.errors import BastionError
+from bastion.logs import setup_logging
+
+log = logging.getLogger("bastion")
+
+RECIPE_HELP = "Recipe file, or a name under recipes/ (e.g. llama31-8b.yaml)."
+
+
+class BastionGroup(click.Group):
+    """Maps BastionError to its exit code with a one-paragraph message and no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BastionError as exc:
+            _report_error(ctx, str(exc))
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # unexpected: say what and how to see more
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _report_error(ctx, f"unexpected error: {type(exc).__name__}: {exc} "
+                               "(rerun with --debug for the traceback)")
+            sys.exit(1)
+
+
+def _report_error(ctx: click.Context, message: str) -> None:
+    """Errors go to stderr as plain text (not wrapped by the log formatter), or as JSON with --log-json."""
+    if ctx.obj and ctx.obj.get("log_json"):
+        log.error("%s", message)
+    else:
+        from bastion.logs import redact
+
+        click.echo(f"error: {redact(message)}", err=True)
+
+
+@click.group(cls=BastionGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line (for log collectors).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.version_option(package_name="bastion", prog_name="bastion")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, log_json: bool, debug: bool) -> None:
+    """Bastion: turn documentation into a domain-expert LLM from one YAML recipe.
+
+    Stages: harvest -> train -> eval -> export. Each reads the recipe and the previous stage's
+    files in runs/<name>/ and can be rerun alone.
+    """
+    setup_logging(verbose=verbose, log_json=log_json)
+    ctx.ensure_object(dict).update(debug=debug, log_json=log_json)
+
+
+def _load(recipe: str) -> Any:
+    from bastion.recipe import load_recipe
+
+    return load_recipe(recipe)
+
+
+@main.command()
+@click.argument("recipe")
+def validate(recipe: str) -> None:
+    """Check RECIPE against the schema and cross-field rules; list every problem at once."""
+    r = _load(recipe)
+    log.info("%s: valid recipe '%s' (sha256 %s)", r.path, r.name, r.sha256[:12])
+
+
+def _stage_command(stage: str, doc: str) -> Callable[..., None]:
+    @click.argument("recipe")
+    def command(recipe: str) -> None:
+        from bastion.manifest import RunFolder
+        from bastion.stages import run_stage
+
+        r = _load(recipe)
+        run_stage(stage, r, RunFolder.for_recipe(r))
+
+    command.__doc__ = doc
+    command.__name__ = stage
+    return command
+
+
+main.command(name="harvest")(_stage_command(
+    "harvest", "Crawl and read RECIPE's sources into Alpaca JSONL plus a data-quality report."))
+main.command(name="train")(_stage_command(
+    "train", "Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data."))
+main.command(name="eval")(_stage_command(
+    "eval", "Evaluate the base and the tuned model with lm-evaluation-harness and report the difference."))
+main.command(name="export")(_stage_command(
+    "export", "Merge the adapter, convert to GGUF, quantise, verify and write an Ollama Modelfile."))
+
+
+@main.command(name="all")
+@click.argument("recipe")
+def all_stages(recipe: str) -> None:
+    """Run harvest, train, eval and export on RECIPE in order."""
+    _run_all(recipe)
+
+
+@main.command()
+def demo() -> None:
+    """Run every stage on recipes/tiny-cpu.yaml: a tiny model, offline, on CPU."""
+    _run_all("tiny-cpu.yaml")
+
+
+def _run_all(recipe: str) -> None:
+    from bastion.manifest import RunFolder
+    from bastion.stages import run_all
+
+    r = _load(recipe)
+    folder = RunFolder.for_recipe(r)
+    outcome = run_all(r, folder)
+    for stage, status in outcome.items():
+        log.info("  %-8s %s", stage, status)
+    log.info("run folder: %s", folder.root)
+
+
+if __name__ == "__main__":
+    main()

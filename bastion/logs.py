@@ -1,0 +1,65 @@
+"""Logging setup: rich console output by default, one JSON object per line with --log-json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+_SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "MLFLOW_TRACKING_PASSWORD")
+_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+
+
+def redact(text: str) -> str:
+    """Replace secrets (HF tokens and the values of secret environment variables) by ``***``."""
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return _TOKEN_PATTERN.sub("hf_***", text)
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return json.dumps(payload, ensure_ascii=False)
+
+
+def setup_logging(verbose: bool = False, log_json: bool = False) -> None:
+    """Configure the root logger once for the CLI."""
+    level = logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler
+    if log_json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+        handler = RichHandler(console=console, show_path=False, show_time=True, markup=False,
+                              rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "filelock", "httpx", "datasets", "trafilatura", "htmldate", "charset_normalizer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

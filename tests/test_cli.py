@@ -1,0 +1,72 @@
+"""The CLI as a user runs it: a real subprocess, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+def bastion(*args: str, cwd: Path = REPO, env_runs: Path | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = dict(os.environ)
+    if env_runs is not None:
+        env["BASTION_RUNS"] = str(env_runs)
+    return subprocess.run([sys.executable, "-m", "bastion", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("recipe", ["recipes/llama31-8b.yaml", "recipes/tiny-cpu.yaml", "llama31-8b.yaml"])
+def test_validate_ok(recipe: str) -> None:
+    proc = bastion("validate", recipe)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid recipe" in proc.stderr + proc.stdout
+
+
+def test_validate_three_mistakes_exit_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbase_model: {id: m}\nsystem_prompt: s\n"
+                   "trian: {}\ntrain:\n  lora: {r: abc}\n  lr_scheduler: cosin\n")
+    proc = bastion("--log-json", "validate", str(bad))
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out
+    message = json.loads(out.strip().splitlines()[-1])["message"]
+    for needle in ("trian", "did you mean 'train'", "train.lora.r", "train.lr_scheduler"):
+        assert needle in message
+
+
+def test_missing_recipe_exit_3() -> None:
+    proc = bastion("validate", "no-such-recipe.yaml")
+    assert proc.returncode == 3
+    assert "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "harvest", "train", "eval", "export", "all", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    proc = bastion(command, "--help")
+    assert proc.returncode == 0
+    assert "Usage:" in proc.stdout and len(proc.stdout.splitlines()) >= 3
+
+
+def test_manifest_records_recipe_versions_and_commit(tmp_path: Path) -> None:
+    from bastion.manifest import RunFolder
+    from bastion.recipe import load_recipe
+
+    recipe = load_recipe("tiny-cpu.yaml")
+    folder = RunFolder.for_recipe(recipe, base=tmp_path)
+    folder.stage_started("harvest", recipe)
+    folder.stage_finished("harvest", "ok", 1.25, {"records": 3})
+    manifest = json.loads((tmp_path / "tiny-cpu" / "manifest.json").read_text())
+    assert manifest["recipe"]["sha256"] == recipe.sha256
+    assert manifest["git_commit"] is None or len(manifest["git_commit"]) >= 40
+    entry = manifest["stages"]["harvest"]
+    assert entry["status"] == "ok" and entry["seconds"] == 1.25 and entry["records"] == 3
+    assert "torch" in entry["versions"]
+    assert entry["started"] <= entry["finished"]

@@ -1,0 +1,1 @@
+"""Export: merge -> GGUF -> quantise -> verify -> Ollama Modelfile and model card."""

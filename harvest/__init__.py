@@ -1,0 +1,1 @@
+"""Harvest: crawl -> extract -> gate -> dedup -> instruct -> Alpaca JSONL + quality report."""

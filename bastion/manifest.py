@@ -60,7 +60,7 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601 with seconds."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bastion.errors import MissingResourceError
 from bastion.recipe import RecipeError, load_recipe, resolve_recipe_path
-
-from conftest import REPO
 
 BASE = """\
 name: test-recipe

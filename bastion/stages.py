@@ -18,7 +18,7 @@ StageFn = Callable[..., dict[str, Any]]
 
 #: stage name -> "module:function" of its entry point, or the issue that will build it.
 STAGES: dict[str, str] = {
-    "harvest": "issue #3",
+    "harvest": "harvest.pipeline:run_harvest",
     "train": "issue #4",
     "eval": "issue #5",
     "export": "issue #6",

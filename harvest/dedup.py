@@ -1,0 +1,208 @@
+"""Exact and near-duplicate detection: a hash of normalised text, then MinHash LSH (datasketch).
+
+Near-duplicates: word ``shingle_size``-grams of the normalised text are hashed to 64 bits with
+numpy (crc32 of each word, mixed, combined per shingle with position multipliers), fed to a
+``MinHash`` (scheme ``affine64``, fixed seed) through ``update_batch``, and looked up in a
+``MinHashLSH`` with explicit ``(bands, rows)``. Each LSH candidate is confirmed by its estimated
+Jaccard similarity (``MinHash.jaccard``) against ``threshold - margin`` (margin 0 by default).
+The estimate has a standard deviation of sqrt(J(1-J)/num_perm): 0.035 at J=0.8 with 128
+permutations, 0.025 with 256, so pairs near the threshold fall on either side by chance and
+pairs 0.05 below it get flagged too often with 128; ``bench/dedup_quality.py`` measures recall
+and precision of a setting (256 permutations with 16 bands x 8 rows meet its goals: LSH
+candidates from the first 128 values, confirmation on all 256).
+
+Signatures are stored as the little-endian uint64 bytes of the hash values; ``load`` rebuilds
+the index from ``(key, exact_hash, signature_bytes)`` rows, in order, exactly as ``add`` built it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+from bastion.errors import BadInputError
+from harvest.sections import lower_words
+
+log = logging.getLogger(__name__)
+
+SEED = 20240607  # fixed: signatures must be reproducible across runs and machines
+SCHEME = "affine64"
+DEFAULT_MARGIN = 0.0  # confirm at the threshold itself; see bench/dedup_quality.py
+_SIG_DTYPE = np.dtype("<u8")
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# odd 64-bit multipliers, one per position inside a shingle (order matters)
+_POSITION_MULTIPLIERS = np.array(
+    [(0x9E3779B97F4A7C15 * (2 * i + 1) + 0x632BE59BD9B4E019 * i) & 0xFFFFFFFFFFFFFFFF | 1 for i in range(16)],
+    dtype=np.uint64,
+)
+
+DupKind = Literal["unique", "exact", "near"]
+
+
+class SignatureMismatchError(BadInputError):
+    """Stored signatures were made with other dedup settings than the recipe's."""
+
+
+@dataclass
+class DedupResult:
+    """What ``Deduper.check`` found; pass it to ``Deduper.add`` to admit the text."""
+
+    kind: DupKind
+    duplicate_of: str | None
+    similarity: float | None
+    signature: bytes  # MinHash hash values, little-endian uint64
+    exact_hash: str  # hash of the normalised text
+
+
+def normalise_words(text: str) -> Sequence[str]:
+    """Lowercased words with punctuation removed (``\\w+`` runs)."""
+    return lower_words(text)
+
+
+def exact_hash(words: Sequence[str]) -> str:
+    """Hash of the normalised text (words joined by single spaces)."""
+    return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def shingle_hashes(words: Sequence[str], size: int) -> np.ndarray:
+    """64-bit hashes of the word ``size``-grams (one shingle if fewer words; repeats kept, MinHash
+    ignores them).
+
+    Each word's crc32 is mixed (MurmurHash3 finalizer) and a shingle is the sum of its words'
+    mixed hashes times one odd multiplier per position (order-sensitive). ``MinHash.update_batch``
+    (scheme affine64) applies the finalizer again before its permutations.
+    """
+    if not words:
+        return np.zeros(0, dtype=np.uint64)
+    crcs = np.fromiter(map(zlib.crc32, map(str.encode, words)), dtype=np.uint64, count=len(words))
+    k = min(size, len(words))
+    n = len(words) - k + 1
+    with np.errstate(over="ignore"):
+        mixed = _fmix64(crcs)
+        acc = mixed[:n] * _POSITION_MULTIPLIERS[0]
+        for i in range(1, k):
+            acc += mixed[i:i + n] * _POSITION_MULTIPLIERS[i]
+    return acc
+
+
+def _identity(value: int) -> int:
+    return value
+
+
+class Deduper:
+    """Exact duplicates by normalised-text hash, near duplicates by MinHash LSH."""
+
+    def __init__(self, threshold: float, num_perm: int, bands: int, rows: int, shingle_size: int,
+                 margin: float = DEFAULT_MARGIN) -> None:
+        if not 0 < threshold <= 1:
+            raise ValueError(f"dedup threshold must be in (0, 1], got {threshold}")
+        if bands * rows > num_perm:
+            raise ValueError(f"dedup: bands x rows ({bands} x {rows} = {bands * rows}) exceeds "
+                             f"num_perm ({num_perm})")
+        if not 0 <= margin < threshold:
+            raise ValueError(f"dedup margin must be in [0, threshold), got {margin}")
+        self.threshold, self.num_perm, self.bands, self.rows = threshold, num_perm, bands, rows
+        self.shingle_size, self.margin = shingle_size, margin
+        self._template = MinHash(num_perm=num_perm, seed=SEED, hashfunc=_identity, scheme=SCHEME)
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(bands, rows))
+        self._exact: dict[str, str] = {}  # exact hash -> first key
+        self._minhashes: dict[str, MinHash] = {}
+        self._order: dict[str, int] = {}  # key -> admission number (ties: earliest wins)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Deduper:
+        """From the recipe's ``harvest.dedup`` section."""
+        return cls(config["threshold"], config["num_perm"], config["bands"], config["rows"],
+                   config["shingle_size"], config.get("margin", DEFAULT_MARGIN))
+
+    @property
+    def scheme_id(self) -> str:
+        """Identifies how signatures are made; store it with them, compare it on resume."""
+        return f"minhash-{SCHEME}-seed{SEED}-perm{self.num_perm}-shingle{self.shingle_size}-crc32fmix"
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def signature(self, words: Sequence[str]) -> MinHash:
+        """The MinHash of normalised words."""
+        mh = MinHash(num_perm=self.num_perm, seed=SEED, hashfunc=_identity, scheme=SCHEME,
+                     permutations=self._template.permutations)
+        mh.update_batch(shingle_hashes(words, self.shingle_size).tolist())
+        return mh
+
+    def check(self, key: str, text: str) -> DedupResult:
+        """Is ``text`` an exact or near duplicate of an admitted text? Does not admit it."""
+        words = normalise_words(text)
+        digest = exact_hash(words)
+        mh = self.signature(words)
+        sig = mh.hashvalues.astype(_SIG_DTYPE, copy=False).tobytes()
+        first = self._exact.get(digest)
+        if first is not None:
+            return DedupResult("exact", first, 1.0, sig, digest)
+        best: tuple[float, int, str] | None = None
+        for cand in self._lsh.query(mh):
+            sim = mh.jaccard(self._minhashes[cand])
+            if sim >= self.threshold - self.margin and (
+                    best is None or (sim, -self._order[cand]) > (best[0], -best[1])):
+                best = (sim, self._order[cand], cand)
+        if best is not None:
+            log.debug("%s: near-duplicate of %s (estimated Jaccard %.3f)", key, best[2], best[0])
+            return DedupResult("near", best[2], best[0], sig, digest)
+        return DedupResult("unique", None, None, sig, digest)
+
+    def add(self, key: str, result: DedupResult) -> None:
+        """Admit a text (by the result of its ``check``) into the index."""
+        self._insert(key, result.exact_hash, result.signature)
+
+    def check_and_add(self, key: str, text: str) -> DedupResult:
+        """``check``, then ``add`` when the text is unique."""
+        result = self.check(key, text)
+        if result.kind == "unique":
+            self.add(key, result)
+        return result
+
+    def load(self, entries: Iterable[tuple[str, str, bytes]]) -> int:
+        """Re-admit stored ``(key, exact_hash, signature_bytes)`` rows, in order; returns how many.
+
+        Rows with an empty signature (records kept while dedup was disabled) are skipped.
+        """
+        count = skipped = 0
+        for key, digest, sig in entries:
+            if not sig:
+                skipped += 1
+                continue
+            self._insert(str(key), digest, bytes(sig))
+            count += 1
+        log.debug("dedup index rebuilt with %d entries (%d without signature skipped)", count, skipped)
+        return count
+
+    def _insert(self, key: str, digest: str, sig: bytes) -> None:
+        if key in self._order:
+            raise ValueError(f"dedup: key {key!r} was already admitted")
+        values = np.frombuffer(sig, dtype=_SIG_DTYPE)
+        if len(values) != self.num_perm:
+            raise SignatureMismatchError(
+                f"dedup: stored signature of {key!r} has {len(values)} values but num_perm is "
+                f"{self.num_perm}; the recipe's dedup settings changed since these signatures were "
+                "made: delete the run's data folder to harvest again")
+        mh = MinHash(seed=SEED, hashvalues=values.astype(np.uint64), hashfunc=_identity, scheme=SCHEME,
+                     permutations=self._template.permutations)
+        self._exact.setdefault(digest, key)
+        self._lsh.insert(key, mh, check_duplication=False)
+        self._minhashes[key] = mh
+        self._order[key] = len(self._order)

@@ -1,0 +1,185 @@
+"""Turn a fetched page (HTML or PDF) or a local file into a ``Document`` with Markdown text.
+
+The title of an HTML page is the main text's first level-1 heading, else og:title, else the
+page part of <title>, else the URL's last path segment.
+
+HTML goes through trafilatura with Markdown output (headings, lists, tables, code blocks and
+emphasis kept; links, images and comments dropped). ``deduplicate`` stays off: trafilatura's
+dedup cache lives in the process, so its results would depend on the order pages arrive in;
+Bastion deduplicates later, deterministically (``harvest.dedup``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import trafilatura
+from trafilatura.metadata import examine_title_element
+from trafilatura.utils import load_html
+
+log = logging.getLogger(__name__)
+
+HTML_TYPE, PDF_TYPE, MARKDOWN_TYPE, TEXT_TYPE = "text/html", "application/pdf", "text/markdown", "text/plain"
+LOCAL_TYPES = {".html": HTML_TYPE, ".htm": HTML_TYPE, ".md": MARKDOWN_TYPE, ".markdown": MARKDOWN_TYPE,
+               ".txt": TEXT_TYPE, ".pdf": PDF_TYPE}
+
+TRAFILATURA_OPTIONS: dict[str, Any] = {
+    "output_format": "markdown",
+    "include_formatting": True,  # headings, emphasis and code blocks as Markdown
+    "include_tables": True,
+    "include_comments": False,
+    "include_links": False,
+    "include_images": False,
+    "deduplicate": False,  # process-wide cache: order-dependent results
+}
+
+# PDF running headers/footers: a line in the first/last few lines of a page, on most pages
+_EDGE_LINES = 3
+_REPEATED_SHARE = 0.6
+_MIN_PAGES_FOR_EDGES = 3
+_DIGITS = re.compile(r"\d+")
+_OG_TITLE = "//meta[@property='og:title']/@content"
+
+
+@dataclass
+class Document:
+    """One page's main text as Markdown, with where it came from."""
+
+    url: str
+    title: str
+    text: str
+    source: str
+    content_type: str
+
+
+def extract_html(html: str | bytes, url: str, source: str) -> Document | None:
+    """Main text of an HTML page as Markdown; None when trafilatura finds no main text."""
+    tree = load_html(html)
+    if tree is None:
+        log.debug("%s: not parseable as HTML", url)
+        return None
+    head_title = _head_title(tree)  # before extraction: trafilatura prunes its copy of the tree
+    text = trafilatura.extract(tree, url=url, **TRAFILATURA_OPTIONS)
+    if not text or not text.strip():
+        log.debug("%s: no main text", url)
+        return None
+    text = text.strip()
+    title = _markdown_title(text) or head_title or _title_from_url(url)
+    return Document(url=url, title=title, text=text, source=source, content_type=HTML_TYPE)
+
+
+def _head_title(tree: Any) -> str:
+    """og:title, else the page part of <title> ("Page - Site" -> "Page", trafilatura's parsing).
+
+    Used when the main text has no level-1 heading. trafilatura's full title heuristics
+    (``extract_title``) are not used: their class*="title" XPaths pick up documentation chrome
+    such as a "Keyboard shortcuts" dialog.
+    """
+    try:
+        og = tree.xpath(_OG_TITLE)
+        if og and str(og[0]).strip():
+            return " ".join(str(og[0]).split())
+        full, first, _second = examine_title_element(tree)
+        return " ".join((first or full or "").split())
+    except Exception:  # noqa: BLE001 - a broken head must not lose the page
+        log.debug("title extraction failed", exc_info=True)
+        return ""
+
+
+def _title_from_url(url: str) -> str:
+    path = unquote(urlsplit(url).path).rstrip("/")
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if path else urlsplit(url).netloc
+    return re.sub(r"[-_]+", " ", stem).strip()
+
+
+def extract_pdf(data: bytes, url: str, source: str) -> Document | None:
+    """Text of a PDF, page by page, with running headers/footers removed; None if no text."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [(page.extract_text() or "") for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+        log.warning("%s: unreadable PDF (%s: %s)", url, type(exc).__name__, exc)
+        return None
+    pages = strip_running_lines(pages)
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text:
+        log.debug("%s: PDF without extractable text", url)
+        return None
+    title = " ".join(str(meta_title).split()) or _first_line(text) or _title_from_url(url)
+    return Document(url=url, title=title, text=text, source=source, content_type=PDF_TYPE)
+
+
+def strip_running_lines(pages: list[str]) -> list[str]:
+    """Remove lines near the top or bottom of pages that repeat on most pages (digits ignored)."""
+    if len(pages) < _MIN_PAGES_FOR_EDGES:
+        return pages
+    split = [p.splitlines() for p in pages]
+    seen: Counter[str] = Counter()
+    for lines in split:
+        seen.update({_edge_key(line) for line in _edges(lines) if line.strip()})
+    repeated = {k for k, n in seen.items() if n >= _REPEATED_SHARE * len(pages)}
+    if not repeated:
+        return pages
+    out = []
+    for lines in split:
+        edge_ids = {id(line) for line in _edges(lines)}
+        out.append("\n".join(ln for ln in lines if not (id(ln) in edge_ids and _edge_key(ln) in repeated)))
+    return out
+
+
+def _edges(lines: list[str]) -> list[str]:
+    nonblank = [ln for ln in lines if ln.strip()]
+    return nonblank[:_EDGE_LINES] + nonblank[-_EDGE_LINES:]
+
+
+def _edge_key(line: str) -> str:
+    return _DIGITS.sub("#", " ".join(line.split()).lower())
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return " ".join(line.split())[:120]
+    return ""
+
+
+def read_local_file(path: Path, source: str) -> Document | None:
+    """A local .html/.htm/.md/.txt/.pdf file as a Document; None for other types or no text."""
+    content_type = LOCAL_TYPES.get(path.suffix.lower())
+    if content_type is None:
+        log.debug("%s: skipped (not one of %s)", path, ", ".join(sorted(LOCAL_TYPES)))
+        return None
+    url = path.resolve().as_uri()
+    data = path.read_bytes()
+    if content_type == PDF_TYPE:
+        return extract_pdf(data, url, source)
+    if content_type == HTML_TYPE:
+        return extract_html(data, url, source)
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n").strip()
+    if not text:
+        return None
+    title = _markdown_title(text) if content_type == MARKDOWN_TYPE else ""
+    return Document(url=url, title=title or path.stem.replace("_", " ").replace("-", " "), text=text,
+                    source=source, content_type=content_type)
+
+
+def _markdown_title(text: str) -> str:
+    """The first level-1 heading of Markdown text, outside code blocks."""
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            in_code = not in_code
+        elif not in_code and line.startswith("# "):
+            return " ".join(line[2:].strip().strip("#").split())
+    return ""

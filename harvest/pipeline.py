@@ -1,0 +1,357 @@
+"""The harvest stage: sources -> pages -> sections -> gates -> dedup -> instructions -> Alpaca JSONL.
+
+Everything is checkpointed in one SQLite file (``runs/<name>/data/state.sqlite``):
+
+1. Pages are fetched by the crawler; each page's sections, with their gate verdicts, are stored in
+   the same transaction that marks the page done. A SIGKILL loses at most the pages in flight.
+2. Passed sections are deduplicated and turned into records in a fixed order (source, URL,
+   section), each decision committed with its MinHash signature, so the LSH index is rebuilt
+   exactly on resume and a repeated harvest never re-admits a near-duplicate.
+3. ``train.jsonl`` and ``sources.jsonl`` are written atomically from the records table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from bastion.atomic import write_jsonl
+from bastion.errors import BadInputError, MissingResourceError
+from bastion.manifest import RunFolder, file_sha256, now_iso
+from bastion.paths import SCHEMAS_DIR
+from bastion.recipe import Recipe
+from harvest.dedup import Deduper
+from harvest.extract import Document, extract_html, extract_pdf, read_local_file
+from harvest.gates import QualityGates
+from harvest.instructions import Instruction, instruction_diversity, make_instruction
+from harvest.report import write_report
+from harvest.sections import Section, chunk_section, split_sections
+
+log = logging.getLogger(__name__)
+
+PROMPT_ROOM_TOKENS = 96  # chat headers, the instruction and the end-of-turn token
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    source_rank INTEGER NOT NULL, source TEXT NOT NULL, url TEXT NOT NULL, title TEXT NOT NULL,
+    heading TEXT NOT NULL, section_index INTEGER NOT NULL, chunk_index INTEGER NOT NULL,
+    kind TEXT NOT NULL, text TEXT NOT NULL, fetched_at TEXT NOT NULL,
+    passed INTEGER NOT NULL, reason TEXT, metrics TEXT NOT NULL,
+    decided INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (source, url, section_index, chunk_index)
+);
+CREATE TABLE IF NOT EXISTS page_notes (
+    source TEXT NOT NULL, url TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (source, url)
+);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY, chunk_id INTEGER NOT NULL UNIQUE,
+    instruction TEXT NOT NULL, input TEXT NOT NULL, output TEXT NOT NULL,
+    intent TEXT NOT NULL, template_id TEXT NOT NULL,
+    exact_hash TEXT NOT NULL, signature BLOB NOT NULL, content_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    chunk_id INTEGER PRIMARY KEY, kind TEXT NOT NULL, duplicate_of TEXT, similarity REAL
+);
+CREATE TABLE IF NOT EXISTS local_files (
+    source TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (source, path)
+);
+"""
+
+
+class ChunkStore:
+    """The pipeline's tables inside the crawler's SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PageProcessor:
+    """Turns one page into gated chunks, written with the caller's connection (its transaction)."""
+
+    def __init__(self, recipe: Recipe, count_tokens: Callable[[str], int], max_tokens: int) -> None:
+        self.recipe = recipe
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+        self.gates = QualityGates(recipe.harvest["quality"])
+        self.chunking = recipe.harvest["chunking"]
+        self.source_rank = {s["name"]: i for i, s in enumerate(recipe.harvest["sources"])}
+
+    def document_chunks(self, doc: Document) -> list[Section]:
+        sections = split_sections(doc, self.chunking["min_heading_level"])
+        chunks: list[Section] = []
+        for section in sections:
+            chunks += chunk_section(section, self.max_tokens, self.chunking["overlap_tokens"], self.count_tokens)
+        return chunks
+
+    def store(self, conn: sqlite3.Connection, doc: Document | None, *, source: str, url: str,
+              fetched_at: str) -> None:
+        if doc is None or not doc.text.strip():
+            conn.execute("INSERT OR REPLACE INTO page_notes VALUES (?, ?, ?)", (source, url, "no_text"))
+            return
+        by_section: Counter[int] = Counter()
+        language = self.gates.page_language(doc.text)
+        for chunk in self.document_chunks(doc):
+            verdict = self.gates.check(chunk.text, language=language)
+            chunk_index = by_section[chunk.index]
+            by_section[chunk.index] += 1
+            conn.execute(
+                "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
+                "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.source_rank.get(source, 0), source, url, doc.title or "", chunk.heading, chunk.index,
+                 chunk_index, chunk.kind, chunk.text, fetched_at, int(verdict.passed), verdict.reason,
+                 json.dumps(verdict.metrics, default=float)),
+            )
+
+
+def max_record_tokens(recipe: Recipe, count_tokens: Callable[[str], int]) -> int:
+    """Most tokens a record's output may have so that the whole chat sample fits sequence_len."""
+    configured = recipe.harvest["chunking"]["max_tokens"]
+    if configured is not None:
+        return int(configured)
+    room = count_tokens(recipe.system_prompt) + PROMPT_ROOM_TOKENS
+    budget = recipe.train["sequence_len"] - room
+    if budget < 32:
+        raise BadInputError(f"{recipe.path}: train.sequence_len = {recipe.train['sequence_len']} leaves "
+                            f"{budget} tokens for a record after the system prompt; raise sequence_len "
+                            "or shorten system_prompt")
+    return budget
+
+
+def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
+    """Stage entry point: harvest every source, then dedup, write the data and the report."""
+    from bastion.models import load_tokenizer
+
+    if not recipe.harvest["sources"]:
+        raise BadInputError(f"{recipe.path}: harvest.sources is empty; add at least one source")
+    data_dir = folder.stage_dir("harvest")
+    tokenizer = load_tokenizer(recipe)
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    processor = PageProcessor(recipe, count_tokens, max_record_tokens(recipe, count_tokens))
+    state_path = data_dir / "state.sqlite"
+    store = ChunkStore(state_path)
+    try:
+        crawl_stats = [harvest_source(recipe, source, processor, state_path, store)
+                       for source in recipe.harvest["sources"]]
+        decide_records(recipe, store)
+        counts = write_outputs(recipe, store, data_dir)
+        stats = collect_stats(recipe, store, crawl_stats)
+    finally:
+        store.close()
+    write_report(data_dir, stats, histograms=recipe.harvest["output"]["histograms"])
+    kept = stats["records"]["kept"]
+    if kept < recipe.harvest["output"]["min_records"]:
+        raise BadInputError(
+            f"{recipe.path}: only {kept} records survived the harvest (harvest.output.min_records = "
+            f"{recipe.harvest['output']['min_records']}); see {data_dir / 'quality.md'} for what was "
+            "rejected and why")
+    log.info("harvest: %d records -> %s (report: %s)", kept, data_dir / "train.jsonl", data_dir / "quality.md")
+    return {"records": kept, "train_sha256": counts["train_sha256"], "pages": stats["pages"]["fetched"]}
+
+
+def harvest_source(recipe: Recipe, source: dict[str, Any], processor: PageProcessor, state_path: Path,
+                   store: ChunkStore) -> dict[str, Any]:
+    """Harvest one source (web, served or local); returns its crawl statistics."""
+    if source["kind"] == "local":
+        return harvest_local(recipe, source, processor, store)
+    from harvest.crawl import crawl
+    from harvest.state import CrawlState
+
+    context: AbstractContextManager[dict[str, Any]] = (
+        served_source(recipe, source) if source["kind"] == "served" else nullcontext(source))
+    with context as effective:
+        state = CrawlState(state_path)
+        try:
+            def on_page(page: Any, conn: sqlite3.Connection) -> None:
+                doc = page_document(page, effective["name"])
+                processor.store(conn, doc, source=effective["name"], url=page.url, fetched_at=page.fetched_at)
+
+            stats = crawl(effective, recipe.harvest["politeness"], recipe.harvest["user_agent"], state, on_page)
+        finally:
+            state.close()
+    return stats_dict(stats)
+
+
+def page_document(page: Any, source: str) -> Document | None:
+    """Extract a fetched page (HTML or PDF)."""
+    if "pdf" in (page.content_type or ""):
+        return extract_pdf(page.body, page.url, source)
+    return extract_html(page.text or "", page.url, source)
+
+
+@contextmanager
+def served_source(recipe: Recipe, source: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Serve a local folder on loopback and describe it as a web source for the crawler."""
+    from harvest.serve import serve_folder
+
+    root = recipe.resolve_path(source["path"] or "")
+    if not root.is_dir():
+        raise MissingResourceError(f"{recipe.path}: harvest.sources[{source['name']}].path: folder {root} "
+                                   "does not exist (a 'served' source needs a folder of HTML pages)")
+    port = stable_port(f"{recipe.name}/{source['name']}")
+    with serve_folder(root, host="127.0.0.1", port=port) as base_url:
+        host = base_url.split("://", 1)[1].rstrip("/")
+        yield {**source, "kind": "web", "start_urls": [base_url.rstrip("/") + "/"],
+               "sitemaps": [], "allowed_domains": [host.split(":")[0], host]}
+
+
+def stable_port(key: str) -> int:
+    """A port derived from the source, so that a resumed harvest sees the same URLs."""
+    return 20000 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % 20000
+
+
+def harvest_local(recipe: Recipe, source: dict[str, Any], processor: PageProcessor,
+                  store: ChunkStore) -> dict[str, Any]:
+    """Read local files (HTML, Markdown, text, PDF) in sorted order, checkpointing each file."""
+    root = recipe.resolve_path(source["path"] or "")
+    if not root.exists():
+        raise MissingResourceError(f"{recipe.path}: source '{source['name']}': path {root} does not exist")
+    files = [root] if root.is_file() else sorted({p for g in source["include"] for p in root.glob(g) if p.is_file()})
+    if not source["allow_pdf"]:
+        files = [p for p in files if p.suffix.lower() != ".pdf"]
+    files = files[: source["max_pages"]]
+    done = {row[0] for row in store.conn.execute("SELECT path FROM local_files WHERE source = ?", (source["name"],))}
+    read = 0
+    for path in files:
+        key = str(path)
+        if key in done:
+            continue
+        doc = read_local_file(path, source["name"])
+        with store.transaction() as conn:
+            processor.store(conn, doc, source=source["name"], url=path.as_uri(), fetched_at=now_iso())
+            conn.execute("INSERT OR IGNORE INTO local_files VALUES (?, ?)", (source["name"], key))
+        read += 1
+    return {"fetched": len(files), "refused": {}, "per_host": {"local": len(files)}}
+
+
+def stats_dict(stats: Any) -> dict[str, Any]:
+    """CrawlStats as a plain dict."""
+    return stats if isinstance(stats, dict) else dict(stats.to_dict())
+
+
+def decide_records(recipe: Recipe, store: ChunkStore) -> None:
+    """Dedup passed chunks in a fixed order and make an Alpaca record of each unique one."""
+    cfg, ins = recipe.harvest["dedup"], recipe.harvest["instructions"]
+    deduper = Deduper(cfg["threshold"], cfg["num_perm"], cfg["bands"], cfg["rows"], cfg["shingle_size"])
+    deduper.load(store.conn.execute("SELECT CAST(chunk_id AS TEXT), exact_hash, signature FROM records"))
+    pending = store.conn.execute(
+        "SELECT id, source, url, title, heading, section_index, chunk_index, kind, text FROM chunks "
+        "WHERE passed = 1 AND decided = 0 ORDER BY source_rank, url, section_index, chunk_index").fetchall()
+    for cid, _source, _url, title, heading, index, part, kind, text in pending:
+        result = deduper.check(str(cid), text) if cfg["enabled"] else None
+        with store.transaction() as conn:
+            if result is not None and result.kind != "unique":
+                conn.execute("INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)",
+                             (cid, result.kind, result.duplicate_of, result.similarity))
+            else:
+                section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind,
+                                  part=part)
+                instruction: Instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
+                exact = result.exact_hash if result is not None else ""
+                signature = result.signature if result is not None else b""
+                conn.execute(
+                    "INSERT OR REPLACE INTO records (chunk_id, instruction, input, output, intent, template_id, "
+                    "exact_hash, signature, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cid, instruction.instruction, "", text, instruction.intent, instruction.template_id,
+                     exact, signature, hashlib.sha256(text.encode()).hexdigest()))
+                if result is not None:
+                    deduper.add(str(cid), result)
+            conn.execute("UPDATE chunks SET decided = 1 WHERE id = ?", (cid,))
+
+
+def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str, Any]:
+    """Write train.jsonl (Alpaca records only, schema-checked) and sources.jsonl, atomically."""
+    schema = json.loads((SCHEMAS_DIR / "alpaca.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    rows = store.conn.execute(
+        "SELECT r.instruction, r.input, r.output, c.url, c.title, c.heading, c.source, c.fetched_at, "
+        "r.content_hash, r.intent, r.template_id FROM records r JOIN chunks c ON c.id = r.chunk_id "
+        "ORDER BY c.source_rank, c.url, c.section_index, c.chunk_index").fetchall()
+    train, sources = [], []
+    for instr, inp, out, url, title, heading, source, fetched, chash, intent, template in rows:
+        record = {"instruction": instr, "input": inp, "output": out}
+        errors = sorted(e.message for e in validator.iter_errors(record))
+        if errors:
+            raise BadInputError(f"record from {url} ({heading}) does not match schemas/alpaca.schema.json: "
+                                f"{'; '.join(errors)}")
+        train.append(record)
+        sources.append({"url": url, "title": title, "section": heading, "source": source,
+                        "fetched_at": fetched, "content_hash": chash, "intent": intent, "template": template})
+    write_jsonl(data_dir / "train.jsonl", train)
+    write_jsonl(data_dir / "sources.jsonl", sources)
+    return {"records": len(train), "train_sha256": file_sha256(data_dir / "train.jsonl")}
+
+
+def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything quality.json reports."""
+    conn = store.conn
+    refused: Counter[str] = Counter()
+    per_domain: Counter[str] = Counter()
+    fetched = 0
+    for s in crawl_stats:
+        fetched += int(s.get("fetched", 0))
+        for key in ("refused", "failed"):
+            refused.update({str(k): int(v) for k, v in (s.get(key) or {}).items()})
+        per_domain.update({str(k): int(v) for k, v in (s.get("per_host") or {}).items()})
+    rejected = Counter(dict(conn.execute(
+        "SELECT reason, COUNT(*) FROM chunks WHERE passed = 0 GROUP BY reason").fetchall()))
+    dup = dict(conn.execute("SELECT kind, COUNT(*) FROM duplicates GROUP BY kind").fetchall())
+    rows = conn.execute(
+        "SELECT c.source, c.metrics, r.intent, r.template_id, r.output FROM records r "
+        "JOIN chunks c ON c.id = r.chunk_id").fetchall()
+    words = [len(out.split()) for *_, out in rows]
+    grades = [json.loads(m).get("grade") for _, m, *_ in rows]
+    grades_known = [g for g in grades if isinstance(g, int | float)]
+    instructions = [Instruction(instruction="", intent=i, template_id=t) for _, _, i, t, _ in rows]
+    return {
+        "recipe": recipe.name,
+        "generated": now_iso(),
+        "pages": {"fetched": fetched, "refused": dict(refused), "per_domain": dict(per_domain),
+                  "no_text": conn.execute("SELECT COUNT(*) FROM page_notes").fetchone()[0]},
+        "sections": {
+            "total": conn.execute("SELECT COUNT(DISTINCT url || '#' || section_index) FROM chunks").fetchone()[0],
+            "chunks": conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0],
+            "passed": conn.execute("SELECT COUNT(*) FROM chunks WHERE passed = 1").fetchone()[0],
+            "rejected": dict(rejected)},
+        "dedup": {"exact": dup.get("exact", 0), "near": dup.get("near", 0),
+                  "threshold": recipe.harvest["dedup"]["threshold"]},
+        "records": {
+            "kept": len(rows), "per_source": dict(Counter(r[0] for r in rows)),
+            "words_min": min(words, default=0), "words_max": max(words, default=0),
+            "words_median": statistics.median(words) if words else 0,
+            "grade_median": round(statistics.median(grades_known), 1) if grades_known else None},
+        "diversity": instruction_diversity(instructions),
+        "word_counts": words,
+        "grades": grades_known,
+    }

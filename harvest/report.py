@@ -1,0 +1,97 @@
+"""The data-quality report: quality.json, quality.md and histograms (PNG)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from bastion.atomic import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+
+def write_report(data_dir: Path, stats: dict[str, Any], *, histograms: bool = True) -> list[Path]:
+    """Write quality.json, quality.md and (optionally) the PNG histograms; return the paths."""
+    written = []
+    if histograms:
+        written += _histograms(data_dir, stats)
+    summary = {k: v for k, v in stats.items() if k not in ("word_counts", "grades")}
+    summary["histograms"] = [p.name for p in written]
+    write_json(data_dir / "quality.json", summary)
+    write_text(data_dir / "quality.md", render_markdown(summary))
+    return [data_dir / "quality.json", data_dir / "quality.md", *written]
+
+
+def _histograms(data_dir: Path, stats: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    for key, title, xlabel, name in (
+        ("word_counts", "Record length", "words per record", "length_hist.png"),
+        ("grades", "Readability of kept records", "Flesch-Kincaid grade (prose only)", "grade_hist.png"),
+    ):
+        values = [v for v in stats.get(key, []) if v is not None]
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        if values:
+            ax.hist(values, bins=min(30, max(5, len(values) // 3)), color="#3b6ea5", edgecolor="white")
+        else:
+            ax.text(0.5, 0.5, "no records", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{title} (n={len(values)})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("records")
+        fig.tight_layout()
+        tmp = data_dir / f".{name}.tmp.png"
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(data_dir / name)
+        out.append(data_dir / name)
+    return out
+
+
+def _table(rows: dict[str, Any], head: tuple[str, str]) -> str:
+    if not rows:
+        return "_none_\n"
+    lines = [f"| {head[0]} | {head[1]} |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(rows.items(), key=lambda kv: (-_num(kv[1]), kv[0]))]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def render_markdown(s: dict[str, Any]) -> str:
+    """The human-readable report."""
+    pages, sections, dedup = s["pages"], s["sections"], s["dedup"]
+    records, diversity = s["records"], s["diversity"]
+    parts = [
+        f"# Data quality: {s['recipe']}\n",
+        f"Generated {s['generated']}. Records kept: **{records['kept']}** "
+        f"from {pages['fetched']} pages ({sections['total']} sections, {sections['chunks']} chunks).\n",
+        "## Pages\n",
+        f"- fetched: {pages['fetched']}\n- refused or failed: {sum(pages['refused'].values())}\n"
+        f"- pages with no extractable text: {pages['no_text']}\n",
+        "### Refused or failed, by reason\n", _table(pages["refused"], ("reason", "pages")),
+        "### Pages per domain\n", _table(pages["per_domain"], ("domain", "pages")),
+        "## Quality gates\n",
+        f"Chunks checked: {sections['chunks']}; passed: {sections['passed']}.\n\n",
+        _table(sections["rejected"], ("rejected by", "chunks")),
+        "## Duplicates\n",
+        f"- exact duplicates removed: {dedup['exact']}\n- near-duplicates removed (MinHash LSH, "
+        f"Jaccard >= {dedup['threshold']}): {dedup['near']}\n",
+        "## Records\n", _table(records["per_source"], ("source", "records")),
+        f"\nWords per record: min {records['words_min']}, median {records['words_median']}, "
+        f"max {records['words_max']}. Grade (prose): median {records['grade_median']}.\n",
+        "## Instruction diversity\n",
+        f"- distinct templates: {diversity.get('distinct_templates', 0)}\n"
+        f"- template entropy: {diversity.get('template_entropy_bits', 0)} bits\n"
+        f"- intent entropy: {diversity.get('intent_entropy_bits', 0)} bits\n\n",
+        _table(diversity.get("intent_counts", {}), ("intent", "records")),
+    ]
+    if s.get("histograms"):
+        parts.append("\n" + "\n".join(f"![{p}]({p})" for p in s["histograms"]) + "\n")
+    return "\n".join(parts)

@@ -1,0 +1,418 @@
+"""Split an extracted Markdown page into sections by heading, and long sections into chunks.
+
+A section is the text under one heading (levels 1..``min_heading_level`` start a new one; deeper
+headings stay inside). A chunk is a piece of a long section that fits the token budget; chunks
+are cut on block, sentence or line boundaries and consecutive chunks share ``overlap_tokens``.
+``prose_only`` keeps the paragraphs of a text and drops lists, tables, code and headings, which is
+what readability formulas can be trusted on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harvest.extract import Document
+
+log = logging.getLogger(__name__)
+
+KINDS = ("prose", "list", "table", "code", "mixed")
+DOMINANT_SHARE = 0.6  # a kind covering at least this share of the characters names the section
+
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])[ \t]+\S")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[`*_]*[A-Z0-9])")
+_TERMINAL = re.compile(r"[.!?][\"')\]]*$")
+_INLINE_MARKUP = re.compile(r"\*\*|__|`")
+_WORDS = re.compile(r"\w+")
+
+
+@dataclass
+class Section:
+    """The text under one heading (or one chunk of it, ``part`` > 0 for later chunks)."""
+
+    heading: str  # heading path, "Parent > Child"
+    level: int  # 0 for text before the first heading
+    text: str  # Markdown body, without the heading line
+    index: int  # position of the section in its page, shared by the section's chunks
+    page_title: str
+    kind: str  # prose | list | table | code | mixed
+    part: int = 0  # chunk number inside the section
+
+    @property
+    def topic(self) -> str:
+        """The section's own heading (the last element of the path)."""
+        return self.heading.rsplit(" > ", 1)[-1].strip()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of Markdown lines of one kind: prose, list, table, code or heading."""
+
+    kind: str
+    text: str
+
+
+# --------------------------------------------------------------------------- Markdown blocks
+
+
+def _line_kind(line: str) -> str:
+    if _HEADING.match(line):
+        return "heading"
+    if _TABLE_ROW.match(line):
+        return "table"
+    if _LIST_ITEM.match(line):
+        return "list"
+    return "prose"
+
+
+def parse_blocks(text: str) -> tuple[Block, ...]:
+    """Split Markdown into blocks; fenced code is one block even with blank lines inside.
+
+    Memoised (small LRU): a chunk's blocks are read by sections, gates and the chunker.
+    """
+    return _parse_blocks(text)
+
+
+@lru_cache(maxsize=256)
+def _parse_blocks(text: str) -> tuple[Block, ...]:
+    blocks: list[Block] = []
+    kind, lines = "", list[str]()  # the open block
+    fence = ""
+
+    def close() -> None:
+        nonlocal kind, lines
+        if lines:
+            blocks.append(Block(kind, "\n".join(lines)))
+        kind, lines = "", []
+
+    for line in text.splitlines():
+        if fence:
+            lines.append(line)
+            if line.strip().startswith(fence) and line.strip().strip(fence[0]) == "":
+                fence = ""
+                close()
+            continue
+        match = _FENCE.match(line)
+        if match:
+            close()
+            fence, kind, lines = match.group(1), "code", [line]
+            continue
+        if not line.strip():
+            close()
+            continue
+        line_kind = _line_kind(line)
+        if line_kind == "prose" and kind == "list" and line[:1].isspace():
+            line_kind = "list"  # an indented continuation of a list item
+        if line_kind == "heading" or line_kind != kind:
+            close()
+        kind = line_kind
+        lines.append(line)
+        if line_kind == "heading":
+            close()
+    if fence:
+        log.debug("unterminated code fence; closing it at the end of the text")
+    close()
+    return tuple(blocks)
+
+
+@lru_cache(maxsize=256)
+def lower_words(text: str) -> tuple[str, ...]:
+    """Lowercased ``\\w+`` words of a text (memoised: dedup and instructions read the same chunk)."""
+    return tuple(_WORDS.findall(text.lower()))
+
+
+def content_kind(text: str) -> str:
+    """The dominant kind of content (by characters) of a Markdown text, or ``mixed``."""
+    sizes = dict.fromkeys(("prose", "list", "table", "code"), 0)
+    for block in parse_blocks(text):
+        if block.kind in sizes:
+            sizes[block.kind] += len(block.text)
+    total = sum(sizes.values())
+    if total == 0:
+        return "prose"
+    kind, size = max(sizes.items(), key=lambda kv: kv[1])
+    return kind if size >= DOMINANT_SHARE * total else "mixed"
+
+
+def prose_only(text: str) -> str:
+    """The paragraphs of ``text``: list items, table rows, fenced code and headings removed.
+
+    Inline emphasis and code marks are dropped, blockquote marks stripped, and a paragraph
+    without final punctuation (a caption, "Run this command:") gets a period so that it is
+    not glued to the next sentence by a sentence splitter that only knows ``.!?``.
+    """
+    paragraphs = []
+    for block in parse_blocks(text):
+        if block.kind != "prose":
+            continue
+        para = " ".join(line.strip().lstrip(">").strip() for line in block.text.splitlines())
+        para = _INLINE_MARKUP.sub("", para).strip()
+        if not para:
+            continue
+        if not _TERMINAL.search(para):
+            para = para.rstrip(":;,") + "."
+        paragraphs.append(para)
+    return "\n\n".join(paragraphs)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a paragraph (on ``.!?`` followed by a capital or digit)."""
+    flat = " ".join(text.split())
+    return [s for s in _SENTENCE_END.split(flat) if s.strip()]
+
+
+def count_sentences(prose: str, min_words: int = 3) -> int:
+    """Number of sentences with at least ``min_words`` words."""
+    return sum(
+        1 for para in prose.split("\n\n") for s in split_sentences(para) if len(s.split()) >= min_words
+    )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def split_sections(doc: Document, min_heading_level: int) -> list[Section]:
+    """Split a page's Markdown at headings of level 1..``min_heading_level``.
+
+    Text before the first heading becomes a level-0 section named after the page title;
+    sections with no body (a heading directly followed by a sub-heading) are skipped.
+    """
+    if not 1 <= min_heading_level <= 6:
+        raise ValueError(f"min_heading_level must be between 1 and 6, got {min_heading_level}")
+    title = (doc.title or "").strip()
+    sections: list[Section] = []
+    path: list[tuple[int, str]] = []  # (level, heading) of the open headings
+    level, body = 0, list[str]()
+
+    def close() -> None:
+        text = "\n".join(body).strip("\n")
+        if text.strip():
+            heading = " > ".join(h for _, h in path) or title
+            sections.append(Section(heading, level, text, len(sections), title, content_kind(text)))
+
+    fence = ""
+    for line in doc.text.splitlines():
+        if fence:
+            if line.strip().startswith(fence) and line.strip().strip(fence[0]) == "":
+                fence = ""
+        elif (match := _FENCE.match(line)) is not None:
+            fence = match.group(1)
+        elif (heading := _HEADING.match(line)) is not None and len(heading.group(1)) <= min_heading_level:
+            close()
+            level = len(heading.group(1))
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, _INLINE_MARKUP.sub("", heading.group(2)).strip()))
+            body = []
+            continue
+        body.append(line)
+    close()
+    return sections
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+@dataclass
+class _Unit:
+    """The smallest piece the chunker moves: a sentence, list item, table part or code part."""
+
+    text: str
+    sep: str  # what joins it to the previous unit: "\n\n" starts a block
+    tokens: int
+
+
+def chunk_section(
+    section: Section, max_tokens: int, overlap_tokens: int, count_tokens: Callable[[str], int]
+) -> list[Section]:
+    """Split a section longer than ``max_tokens`` into chunks of at most ``max_tokens`` tokens.
+
+    Chunks break between blocks, sentences, list items, table rows or code lines (words only
+    as a last resort); each chunk after the first starts with the last units of the previous
+    one, up to ``overlap_tokens`` (capped at half the budget so that chunks always advance).
+    Every chunk keeps the section's heading and index; ``part`` numbers them.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if count_tokens(section.text) <= max_tokens:
+        return [section]
+    overlap = max(0, min(overlap_tokens, max_tokens // 2))
+    units = _units(section.text, max_tokens, count_tokens)
+    texts = _pack(units, max_tokens, overlap, count_tokens)
+    log.debug("section %r: %d chunks", section.heading, len(texts))
+    return [replace(section, text=t, part=i, kind=content_kind(t)) for i, t in enumerate(texts)]
+
+
+def _units(text: str, budget: int, count: Callable[[str], int]) -> list[_Unit]:
+    units: list[_Unit] = []
+    for block in parse_blocks(text):
+        if block.kind == "prose":
+            pieces = split_sentences(block.text)
+            seps = [" "] * len(pieces)
+        elif block.kind == "list":
+            pieces = _list_items(block.text)
+            seps = ["\n"] * len(pieces)
+        elif block.kind == "table":
+            pieces = _split_lines(block.text, budget, count, header_lines=_table_header(block.text))
+            seps = ["\n\n"] * len(pieces)
+        elif block.kind == "code":
+            pieces = _split_code(block.text, budget, count)
+            seps = ["\n\n"] * len(pieces)
+        else:
+            pieces, seps = [block.text], ["\n\n"]
+        for i, (piece, sep) in enumerate(zip(pieces, seps, strict=True)):
+            first_sep = "\n\n" if i == 0 else sep
+            for j, part in enumerate(_hard_split(piece, budget, count)):
+                units.append(_Unit(part, first_sep if j == 0 else " ", count(part)))
+    return units
+
+
+def _list_items(text: str) -> list[str]:
+    items: list[str] = []
+    for line in text.splitlines():
+        if _LIST_ITEM.match(line) or not items:
+            items.append(line)
+        else:
+            items[-1] += "\n" + line
+    return items
+
+
+def _table_header(text: str) -> int:
+    lines = text.splitlines()
+    return 2 if len(lines) > 2 and _TABLE_SEPARATOR.match(lines[1]) else 0
+
+
+def _split_lines(text: str, budget: int, count: Callable[[str], int], header_lines: int = 0,
+                 wrap: tuple[str, str] = ("", "")) -> list[str]:
+    """Group lines into pieces within ``budget``, repeating a header and wrapping each piece."""
+    if count(text) <= budget:
+        return [text]
+    lines = text.splitlines()
+    header, body = lines[:header_lines], lines[header_lines:]
+    fixed = count(wrap[0] + "\n".join(header) + wrap[1]) + len(header)
+    room = max(1, budget - fixed - 1)
+    pieces: list[str] = []
+    current: list[str] = []
+    used = fixed
+
+    def render(group: list[str]) -> str:
+        return wrap[0] + "\n".join(header + group) + wrap[1]
+
+    for long_line in body:
+        for line in _hard_split(long_line, room, count):  # a line alone over budget is cut
+            cost = count(line) + 1  # the line and its newline
+            if current and used + cost > budget:
+                pieces.append(render(current))
+                current, used = [], fixed
+            current.append(line)
+            used += cost
+    if current:
+        pieces.append(render(current))
+    return pieces
+
+
+def _split_code(text: str, budget: int, count: Callable[[str], int]) -> list[str]:
+    if count(text) <= budget:
+        return [text]
+    lines = text.splitlines()
+    opening = lines[0]
+    match = _FENCE.match(opening)
+    fence = match.group(1) if match else "```"
+    closed = len(lines) > 1 and lines[-1].strip().startswith(fence)
+    inner = "\n".join(lines[1:-1] if closed else lines[1:])
+    return _split_lines(inner, budget, count, wrap=(opening + "\n", "\n" + fence))
+
+
+def _hard_split(text: str, budget: int, count: Callable[[str], int]) -> list[str]:
+    """Cut a piece still over budget into the longest word runs that fit (characters for a word
+    that alone is over budget)."""
+    if count(text) <= budget:
+        return [text]
+    words = text.split(" ")
+    pieces: list[str] = []
+    while words:
+        n = _longest_fit(len(words), budget, count, partial(_first_words, words))
+        if n == 0:
+            word = words.pop(0)
+            while word:
+                m = max(1, _longest_fit(len(word), budget, count, partial(_first_chars, word)))
+                pieces.append(word[:m])
+                word = word[m:]
+            continue
+        pieces.append(" ".join(words[:n]))
+        words = words[n:]
+    return pieces
+
+
+def _first_words(words: list[str], k: int) -> str:
+    return " ".join(words[:k])
+
+
+def _first_chars(word: str, k: int) -> str:
+    return word[:k]
+
+
+def _longest_fit(n: int, budget: int, count: Callable[[str], int], render: Callable[[int], str]) -> int:
+    """The largest k in 0..n with count(render(k)) <= budget (binary search; counts grow with k)."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(render(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _join(units: list[_Unit]) -> str:
+    return "".join((u.sep if i else "") + u.text for i, u in enumerate(units))
+
+
+def _estimate(units: list[_Unit]) -> int:
+    return sum(u.tokens for u in units) + sum(1 for u in units[1:] if "\n" in u.sep)
+
+
+def _pack(units: list[_Unit], budget: int, overlap: int, count: Callable[[str], int]) -> list[str]:
+    chunks: list[str] = []
+    start = 0  # first unit not yet in any chunk
+    carry: list[_Unit] = []  # overlap units from the previous chunk
+    while start < len(units):
+        current = list(carry)
+        end = start
+        while end < len(units) and (end == start or _estimate(current + [units[end]]) <= budget):
+            current.append(units[end])
+            end += 1
+        # the estimate can be off for real tokenizers: verify, then give back units or overlap
+        while count(_join(current)) > budget:
+            if end - start > 1:
+                current.pop()
+                end -= 1
+            elif len(current) > 1:
+                current.pop(0)
+            else:
+                break  # a single unit always fits (see _hard_split)
+        chunks.append(_join(current))
+        carry = _tail(current[len(current) - (end - start):], overlap) if end < len(units) else []
+        start = end
+    return chunks
+
+
+def _tail(units: list[_Unit], overlap: int) -> list[_Unit]:
+    """The last units whose tokens add up to at most ``overlap``, never all of them."""
+    tail: list[_Unit] = []
+    total = 0
+    for unit in reversed(units[1:]):
+        if total + unit.tokens > overlap:
+            break
+        tail.insert(0, unit)
+        total += unit.tokens
+    return tail

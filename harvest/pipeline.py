@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bastion.atomic import write_jsonl
 from bastion.errors import BadInputError, MissingResourceError
@@ -76,7 +78,9 @@ class ChunkStore:
         self.path = path
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        # WAL + NORMAL survives a killed process (the guarantee the harvest needs); only an OS
+        # crash can drop the last commits, which a rerun then redoes.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
 
     @contextmanager
@@ -162,9 +166,10 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     state_path = data_dir / "state.sqlite"
     store = ChunkStore(state_path)
     try:
-        crawl_stats = [harvest_source(recipe, source, processor, state_path, store)
-                       for source in recipe.harvest["sources"]]
-        decide_records(recipe, store)
+        with harvest_progress() as progress:
+            crawl_stats = [harvest_source(recipe, source, processor, state_path, store, progress)
+                           for source in recipe.harvest["sources"]]
+            decide_records(recipe, store, progress)
         counts = write_outputs(recipe, store, data_dir)
         stats = collect_stats(recipe, store, crawl_stats)
     finally:
@@ -180,11 +185,24 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     return {"records": kept, "train_sha256": counts["train_sha256"], "pages": stats["pages"]["fetched"]}
 
 
+def harvest_progress() -> Progress:
+    """A rich progress display on stderr (hidden when stderr is not a terminal)."""
+    console = Console(stderr=True)
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=False)
+
+
 def harvest_source(recipe: Recipe, source: dict[str, Any], processor: PageProcessor, state_path: Path,
-                   store: ChunkStore) -> dict[str, Any]:
+                   store: ChunkStore, progress: Progress | None = None) -> dict[str, Any]:
     """Harvest one source (web, served or local); returns its crawl statistics."""
+    task = progress.add_task(f"{source['name']}", total=source["max_pages"]) if progress else None
+
+    def tick(message: str) -> None:
+        if progress is not None and task is not None:
+            progress.advance(task)
+
     if source["kind"] == "local":
-        return harvest_local(recipe, source, processor, store)
+        return harvest_local(recipe, source, processor, store, tick)
     from harvest.crawl import crawl
     from harvest.state import CrawlState
 
@@ -197,7 +215,8 @@ def harvest_source(recipe: Recipe, source: dict[str, Any], processor: PageProces
                 doc = page_document(page, effective["name"])
                 processor.store(conn, doc, source=effective["name"], url=page.url, fetched_at=page.fetched_at)
 
-            stats = crawl(effective, recipe.harvest["politeness"], recipe.harvest["user_agent"], state, on_page)
+            stats = crawl(effective, recipe.harvest["politeness"], recipe.harvest["user_agent"], state, on_page,
+                          progress=tick)
         finally:
             state.close()
     return stats_dict(stats)
@@ -232,7 +251,7 @@ def stable_port(key: str) -> int:
 
 
 def harvest_local(recipe: Recipe, source: dict[str, Any], processor: PageProcessor,
-                  store: ChunkStore) -> dict[str, Any]:
+                  store: ChunkStore, tick: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Read local files (HTML, Markdown, text, PDF) in sorted order, checkpointing each file."""
     root = recipe.resolve_path(source["path"] or "")
     if not root.exists():
@@ -242,7 +261,6 @@ def harvest_local(recipe: Recipe, source: dict[str, Any], processor: PageProcess
         files = [p for p in files if p.suffix.lower() != ".pdf"]
     files = files[: source["max_pages"]]
     done = {row[0] for row in store.conn.execute("SELECT path FROM local_files WHERE source = ?", (source["name"],))}
-    read = 0
     for path in files:
         key = str(path)
         if key in done:
@@ -251,7 +269,8 @@ def harvest_local(recipe: Recipe, source: dict[str, Any], processor: PageProcess
         with store.transaction() as conn:
             processor.store(conn, doc, source=source["name"], url=path.as_uri(), fetched_at=now_iso())
             conn.execute("INSERT OR IGNORE INTO local_files VALUES (?, ?)", (source["name"], key))
-        read += 1
+        if tick is not None:
+            tick(key)
     return {"fetched": len(files), "refused": {}, "per_host": {"local": len(files)}}
 
 
@@ -260,34 +279,51 @@ def stats_dict(stats: Any) -> dict[str, Any]:
     return stats if isinstance(stats, dict) else dict(stats.to_dict())
 
 
-def decide_records(recipe: Recipe, store: ChunkStore) -> None:
-    """Dedup passed chunks in a fixed order and make an Alpaca record of each unique one."""
+DECISION_BATCH = 256  # chunks decided per transaction
+
+
+def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None = None) -> None:
+    """Dedup passed chunks in a fixed order and make an Alpaca record of each unique one.
+
+    Decisions are committed in batches together with the records and their signatures; after a
+    kill, undecided chunks are decided again against the index rebuilt from committed records,
+    which gives the same outcome as an uninterrupted run.
+    """
     cfg, ins = recipe.harvest["dedup"], recipe.harvest["instructions"]
     deduper = Deduper(cfg["threshold"], cfg["num_perm"], cfg["bands"], cfg["rows"], cfg["shingle_size"])
-    deduper.load(store.conn.execute("SELECT CAST(chunk_id AS TEXT), exact_hash, signature FROM records"))
+    deduper.load(store.conn.execute("SELECT CAST(chunk_id AS TEXT), exact_hash, signature FROM records ORDER BY id"))
     pending = store.conn.execute(
-        "SELECT id, source, url, title, heading, section_index, chunk_index, kind, text FROM chunks "
+        "SELECT id, title, heading, section_index, chunk_index, kind, text FROM chunks "
         "WHERE passed = 1 AND decided = 0 ORDER BY source_rank, url, section_index, chunk_index").fetchall()
-    for cid, _source, _url, title, heading, index, part, kind, text in pending:
-        result = deduper.check(str(cid), text) if cfg["enabled"] else None
+    task = progress.add_task("dedup + instructions", total=len(pending)) if progress else None
+    for start in range(0, len(pending), DECISION_BATCH):
+        batch = pending[start:start + DECISION_BATCH]
         with store.transaction() as conn:
-            if result is not None and result.kind != "unique":
-                conn.execute("INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)",
-                             (cid, result.kind, result.duplicate_of, result.similarity))
-            else:
-                section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind,
-                                  part=part)
-                instruction: Instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
-                exact = result.exact_hash if result is not None else ""
-                signature = result.signature if result is not None else b""
-                conn.execute(
-                    "INSERT OR REPLACE INTO records (chunk_id, instruction, input, output, intent, template_id, "
-                    "exact_hash, signature, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (cid, instruction.instruction, "", text, instruction.intent, instruction.template_id,
-                     exact, signature, hashlib.sha256(text.encode()).hexdigest()))
-                if result is not None:
-                    deduper.add(str(cid), result)
-            conn.execute("UPDATE chunks SET decided = 1 WHERE id = ?", (cid,))
+            for row in batch:
+                _decide(conn, deduper, row, cfg["enabled"], ins)
+        if progress is not None and task is not None:
+            progress.advance(task, len(batch))
+
+
+def _decide(conn: sqlite3.Connection, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool,
+            ins: dict[str, Any]) -> None:
+    cid, title, heading, index, part, kind, text = row
+    result = deduper.check(str(cid), text) if dedup_enabled else None
+    if result is not None and result.kind != "unique":
+        conn.execute("INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)",
+                     (cid, result.kind, result.duplicate_of, result.similarity))
+    else:
+        section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind, part=part)
+        instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
+        conn.execute(
+            "INSERT OR REPLACE INTO records (chunk_id, instruction, input, output, intent, template_id, "
+            "exact_hash, signature, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, instruction.instruction, "", text, instruction.intent, instruction.template_id,
+             result.exact_hash if result else "", result.signature if result else b"",
+             hashlib.sha256(text.encode()).hexdigest()))
+        if result is not None:
+            deduper.add(str(cid), result)
+    conn.execute("UPDATE chunks SET decided = 1 WHERE id = ?", (cid,))
 
 
 def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str, Any]:

@@ -75,6 +75,18 @@ class Seed:
     reason: str | None = None
 
 
+def _round_robin_by_host(rows: list[tuple[str, str]]) -> list[str]:
+    """URLs ordered by their position within their host, then by the host's first appearance."""
+    per_host: dict[str, list[str]] = {}
+    for url, host in rows:
+        per_host.setdefault(host, []).append(url)
+    queues = list(per_host.values())
+    out: list[str] = []
+    for position in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[position] for q in queues if position < len(q))
+    return out
+
+
 class CrawlState:
     """Crawl state in the SQLite file at ``path`` (created if missing).
 
@@ -191,15 +203,18 @@ class CrawlState:
         return None if row[0] is None else int(row[0])
 
     def assign_ranks(self, source: str, depth: int) -> None:
-        """Fix the order of a level (parent rank, then link position) once, in one transaction."""
+        """Fix the order of a level once, in one transaction: discovery order (parent rank, then link
+        position), interleaved round-robin across hosts so that the crawler's look-ahead window always
+        holds work for every host (otherwise one host's block of links serialises a multi-host crawl)."""
         with self.transaction() as conn:
             missing = conn.execute("SELECT COUNT(*) FROM crawl_frontier WHERE source = ? AND depth = ? AND "
                                    "rank IS NULL", (source, depth)).fetchone()[0]
             if not missing:
                 return
-            urls = [r[0] for r in conn.execute(
-                "SELECT url FROM crawl_frontier WHERE source = ? AND depth = ? "
-                "ORDER BY parent_rank, link_index, url", (source, depth))]
+            rows = conn.execute(
+                "SELECT url, host FROM crawl_frontier WHERE source = ? AND depth = ? "
+                "ORDER BY parent_rank, link_index, url", (source, depth)).fetchall()
+            urls = _round_robin_by_host(rows)
             conn.executemany("UPDATE crawl_frontier SET rank = ? WHERE source = ? AND url = ?",
                              [(i, source, url) for i, url in enumerate(urls)])
 

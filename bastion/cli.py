@@ -81,12 +81,12 @@ def validate(recipe: str) -> None:
 
 def _stage_command(stage: str, doc: str) -> Callable[..., None]:
     @click.argument("recipe")
-    def command(recipe: str) -> None:
+    def command(recipe: str, **options: Any) -> None:
         from bastion.manifest import RunFolder
         from bastion.stages import run_stage
 
         r = _load(recipe)
-        run_stage(stage, r, RunFolder.for_recipe(r))
+        run_stage(stage, r, RunFolder.for_recipe(r), **options)
 
     command.__doc__ = doc
     command.__name__ = stage
@@ -95,8 +95,10 @@ def _stage_command(stage: str, doc: str) -> Callable[..., None]:
 
 main.command(name="harvest")(_stage_command(
     "harvest", "Crawl and read RECIPE's sources into Alpaca JSONL plus a data-quality report."))
-main.command(name="train")(_stage_command(
-    "train", "Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data."))
+main.command(name="train")(
+    click.option("--dry-run", is_flag=True, help="Print the rendered Axolotl config and launch command; run nothing.")(
+        click.option("--resume", is_flag=True, help="Continue from the last checkpoint in runs/<name>/train/output.")(
+            _stage_command("train", "Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data."))))
 main.command(name="eval")(_stage_command(
     "eval", "Evaluate the base and the tuned model with lm-evaluation-harness and report the difference."))
 main.command(name="export")(_stage_command(

@@ -137,21 +137,30 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[str, Any], dict[PathParts, 
         raise BadInputError(f"{path}: a recipe must be a YAML mapping (name:, base_model:, ...), "
                             f"got {type(data).__name__}")
     lines: dict[PathParts, int] = {}
+    duplicates: list[Violation] = []
     if node is not None:
-        _index_lines(node, (), lines)
+        _index_lines(node, (), lines, duplicates)
+    if duplicates:
+        raise RecipeError(path, duplicates)
     return data, lines
 
 
-def _index_lines(node: yaml.Node, prefix: PathParts, out: dict[PathParts, int]) -> None:
+def _index_lines(node: yaml.Node, prefix: PathParts, out: dict[PathParts, int],
+                 duplicates: list[Violation]) -> None:
+    """Map each path to its line; YAML keeps the last of two equal keys silently, so report those."""
     out.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             path = prefix + (str(key_node.value),)
-            out[path] = key_node.start_mark.line + 1
-            _index_lines(value_node, path, out)
+            line = key_node.start_mark.line + 1
+            if path in out and path != prefix:
+                duplicates.append(Violation(format_path(path), f"key given twice (first on line {out[path]}); "
+                                            "YAML would silently keep only the last one", line))
+            out[path] = line
+            _index_lines(value_node, path, out, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index_lines(item, prefix + (i,), out)
+            _index_lines(item, prefix + (i,), out, duplicates)
 
 
 def format_path(parts: PathParts) -> str:

@@ -19,7 +19,7 @@ StageFn = Callable[..., dict[str, Any]]
 #: stage name -> "module:function" of its entry point, or the issue that will build it.
 STAGES: dict[str, str] = {
     "harvest": "harvest.pipeline:run_harvest",
-    "train": "issue #4",
+    "train": "bastion.train:run_train",
     "eval": "issue #5",
     "export": "issue #6",
 }
@@ -38,6 +38,8 @@ def stage_function(stage: str) -> StageFn:
 def run_stage(stage: str, recipe: Recipe, folder: RunFolder, **options: Any) -> dict[str, Any]:
     """Run one stage, recording start, end, duration and its result in the manifest."""
     fn = stage_function(stage)
+    if options.get("dry_run"):
+        return fn(recipe, folder, **options) or {}
     log.info("%s: starting (recipe %s, run folder %s)", stage, recipe.name, folder.root)
     folder.stage_started(stage, recipe)
     start = time.monotonic()

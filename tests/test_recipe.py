@@ -118,3 +118,10 @@ def test_name_resolution_against_recipes_folder() -> None:
     assert resolve_recipe_path("llama31-8b") == REPO / "recipes" / "llama31-8b.yaml"
     with pytest.raises(MissingResourceError, match="did you mean 'llama31-8b.yaml'"):
         resolve_recipe_path("llama31-8c.yaml")
+
+
+def test_duplicate_keys_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, BASE + "train:\n  seed: 1\n  seed: 2\n"))
+    (violation,) = info.value.violations
+    assert violation.path == "train.seed" and violation.line == 7 and "first on line 6" in violation.message

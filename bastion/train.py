@@ -1,0 +1,347 @@
+"""The train stage: recipe + harvested data -> validated Axolotl config -> ``axolotl train`` -> adapter."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from bastion.atomic import write_jsonl, write_text
+from bastion.axolotl_config import TrainPaths, render_config
+from bastion.axolotl_launch import ERROR_PREFIX
+from bastion.chat_format import record_messages
+from bastion.errors import BadInputError, BastionError, MissingResourceError
+from bastion.manifest import RunFolder, file_sha256, package_versions
+from bastion.models import base_model_path
+from bastion.preflight import (
+    GIB,
+    check_disk,
+    check_gated,
+    check_gpu,
+    check_packages,
+    load_records,
+    raise_problems,
+)
+from bastion.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+_METRICS = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'.*?\}")
+
+
+@dataclass
+class TrainLog:
+    """What the trainer's output told us."""
+
+    losses: list[float] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    summary: dict[str, float] = field(default_factory=dict)
+    first_step_seconds: float | None = None
+    tokens_total: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def run_train(recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resume: bool = False,
+              **_: Any) -> dict[str, Any]:
+    """Stage entry point: preflight, render and write the config, launch the trainer, collect the adapter."""
+    train_dir = folder.stage_dir("train")
+    paths = TrainPaths(train_dir=train_dir, messages=train_dir / "messages.jsonl")
+    data = folder.root / "data" / "train.jsonl"
+    records = load_records(data)
+    base = base_model_path(recipe)
+    gated = check_gated(recipe, base)
+    if gated:
+        raise MissingResourceError(gated)
+    model_config = read_model_config(base, recipe)
+    cfg = render_config(recipe, base, paths, model_type=str(model_config.get("model_type", "llama")),
+                        eot_token=_eot_override(base, model_config))
+    config_text = yaml.safe_dump(cfg, sort_keys=False)
+    resume_from = latest_checkpoint(paths.output_dir) if resume else None
+    command = launch_command(recipe, paths.config, resume_from=resume_from)
+    if dry_run:
+        from bastion.axolotl_config import validate_axolotl_config
+
+        validate_axolotl_config(cfg, recipe)
+        sys.stdout.write(f"# {paths.config} (not written: --dry-run)\n{config_text}\n# launch:\n{' '.join(command)}\n")
+        for problem in check_packages(recipe) + check_gpu(recipe, model_config):
+            log.warning("preflight: %s", problem)
+        return {"dry_run": True}
+
+    raise_problems(check_packages(recipe) + check_gpu(recipe, model_config)
+                   + check_disk(train_dir, _checkpoint_bytes(recipe, model_config)))
+    write_jsonl(paths.messages, ({"messages": record_messages(r, recipe.system_prompt)} for r in records))
+    write_text(paths.config, config_text)
+    if resume and resume_from is None:
+        log.warning("--resume: no checkpoint in %s yet; starting from the beginning", paths.output_dir)
+    elif not resume and paths.output_dir.exists():
+        shutil.rmtree(paths.output_dir)  # a fresh run: old checkpoints would be mixed in
+
+    log.info("train: %d records, config %s", len(records), paths.config)
+    log.info("train: launching %s", " ".join(command))
+    started = time.monotonic()
+    trainer = launch(command, train_dir / "train.log", cuda=recipe.train["device"] != "cpu")
+    wall = time.monotonic() - started
+    adapter = collect_adapter(paths)
+    lengths = json.loads((train_dir / "lengths.json").read_text()) if (train_dir / "lengths.json").is_file() else {}
+    steps = _trained_steps(paths.output_dir)
+    runtime = trainer.log.summary.get("train_runtime") or wall
+    tokens = trainer.log.tokens_total or _tokens_trained(recipe, lengths, steps)
+    details = {
+        "adapter": str(adapter),
+        "data_sha256": file_sha256(data),
+        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "records": len(records),
+        "records_too_long": lengths.get("too_long"),
+        "steps": steps,
+        "first_train_loss": trainer.log.losses[0] if trainer.log.losses else None,
+        "final_train_loss": trainer.log.losses[-1] if trainer.log.losses else None,
+        "final_eval_loss": trainer.log.eval_losses[-1] if trainer.log.eval_losses else None,
+        "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,
+        "wall_seconds": round(wall, 1),
+        "seconds_to_first_step": trainer.log.first_step_seconds,
+        "peak_rss_gib": round(trainer.peak_rss_bytes / GIB, 2),
+        "peak_gpu_gib": round(trainer.peak_gpu_bytes / GIB, 2) if trainer.peak_gpu_bytes else None,
+        "versions": package_versions(),
+        "command": command,
+    }
+    log.info("train: %d steps, loss %s -> %s, eval loss %s, adapter in %s", steps, details["first_train_loss"],
+             details["final_train_loss"], details["final_eval_loss"], adapter)
+    return details
+
+
+def read_model_config(base: str, recipe: Recipe) -> dict[str, Any]:
+    """The base model's config.json (local folder or hub), without importing transformers."""
+    local = Path(base) / "config.json"
+    try:
+        if not local.is_file():
+            from huggingface_hub import hf_hub_download
+
+            local = Path(hf_hub_download(base, "config.json", revision=recipe.base_model["revision"]))
+        config: dict[str, Any] = json.loads(local.read_text())
+        return config
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "cannot read it"
+        raise MissingResourceError(f"cannot read the config of base model '{base}' (base_model.id in "
+                                   f"{recipe.path}): {exc}") from None
+
+
+def _eot_override(base: str, model_config: dict[str, Any]) -> str | None:
+    """Llama 3 base checkpoints end with <|end_of_text|>: train the chat turn's <|eot_id|> explicitly."""
+    eos = model_config.get("eos_token_id")
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    return "<|eot_id|>" if model_config.get("vocab_size") == 128256 and 128009 not in eos_ids else None
+
+
+def _checkpoint_bytes(recipe: Recipe, model_config: dict[str, Any]) -> float:
+    hidden = int(model_config.get("hidden_size", 4096))
+    layers = int(model_config.get("num_hidden_layers", 32))
+    r = recipe.train["lora"]["r"]
+    adapter = layers * r * hidden * 7 * 2 * 4
+    return adapter * 4 * 3 + 0.5 * GIB  # weights + optimizer state per checkpoint, 3 kept
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder, if any."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def launch_command(recipe: Recipe, config: Path, resume_from: Path | None = None) -> list[str]:
+    """``axolotl train`` with the right launcher: python for one device, accelerate for several GPUs."""
+    t = recipe.train
+    gpus = _gpu_count(recipe)
+    module = ["-m", "bastion.axolotl_launch", str(config), "--device", t["device"], "--distributed",
+              t["distributed"], "--lengths-out", str(config.parent / "lengths.json")]
+    if t["num_gpus"]:
+        module += ["--num-gpus", str(t["num_gpus"])]
+    if resume_from is not None:
+        module += ["--resume-from-checkpoint", str(resume_from)]
+    if t["device"] != "cpu" and gpus > 1:
+        # several GPUs: accelerate starts one process per GPU (DeepSpeed/FSDP settings come from the config)
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), *module]
+    return [sys.executable, *module]
+
+
+def _gpu_count(recipe: Recipe) -> int:
+    if recipe.train["num_gpus"]:
+        return int(recipe.train["num_gpus"])
+    if recipe.train["distributed"] == "none":
+        return 1
+    try:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    except ImportError:
+        return 1
+
+
+@dataclass
+class TrainerRun:
+    """The finished subprocess: its parsed log and peak memory."""
+
+    log: TrainLog
+    peak_rss_bytes: int
+    peak_gpu_bytes: int
+
+
+def launch(command: list[str], log_path: Path, *, cuda: bool) -> TrainerRun:
+    """Run Axolotl, stream its output to the log file and the logger; SIGINT stops it cleanly."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
+    env.setdefault("WANDB_MODE", "disabled")
+    parsed = TrainLog()
+    gpu_peak = _GpuPeak() if cuda else None
+    start = time.monotonic()
+    with log_path.open("ab") as sink:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            _pump(proc.stdout, sink, parsed, start)
+            code = proc.wait()
+        except KeyboardInterrupt:
+            _stop(proc)
+            raise BastionError(f"training interrupted; the log is in {log_path}. Continue from the last "
+                               "checkpoint with `bastion train RECIPE --resume`") from None
+        finally:
+            if gpu_peak is not None:
+                gpu_peak.stop()
+    if code == 2 and parsed.errors:
+        raise BadInputError("\n".join(parsed.errors))
+    if code != 0:
+        tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace")
+        raise BastionError(f"axolotl train exited with code {code}; last lines of {log_path}:\n{tail}")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return TrainerRun(parsed, rss, gpu_peak.peak if gpu_peak else 0)
+
+
+def _pump(stream: IO[bytes], sink: IO[bytes], parsed: TrainLog, start: float) -> None:
+    buffer = b""
+    while chunk := stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+        sink.write(chunk)
+        sink.flush()
+        buffer += chunk
+        *lines, buffer = re.split(rb"[\r\n]", buffer)
+        for raw in lines:
+            _handle_line(raw.decode("utf-8", "replace"), parsed, start)
+    if buffer:
+        _handle_line(buffer.decode("utf-8", "replace"), parsed, start)
+
+
+def _handle_line(line: str, parsed: TrainLog, start: float) -> None:
+    line = line.strip()
+    if not line:
+        return
+    if line.startswith(ERROR_PREFIX):
+        parsed.errors.append(line[len(ERROR_PREFIX):])
+        return
+    for match in _METRICS.finditer(line):
+        try:
+            metrics = ast.literal_eval(match.group(0))
+        except (ValueError, SyntaxError):
+            continue
+        if "tokens/total" in metrics:
+            parsed.tokens_total = float(metrics["tokens/total"])
+        if "loss" in metrics:
+            parsed.losses.append(float(metrics["loss"]))
+            if parsed.first_step_seconds is None:
+                parsed.first_step_seconds = round(time.monotonic() - start, 2)
+        if "eval_loss" in metrics:
+            parsed.eval_losses.append(float(metrics["eval_loss"]))
+        if "train_runtime" in metrics:
+            parsed.summary.update({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        log.info("axolotl: %s", _compact(metrics))
+        return
+    level = logging.WARNING if ("Error" in line or "Traceback" in line) else logging.DEBUG
+    log.log(level, "axolotl: %s", line[:500])
+
+
+def _compact(metrics: dict[str, Any]) -> str:
+    keys = ("epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "train_runtime", "train_loss")
+    return ", ".join(f"{k} {metrics[k]}" for k in keys if k in metrics)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Forward SIGINT to the trainer's process group, then escalate if it does not stop."""
+    for sig, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class _GpuPeak:
+    """Polls GPU memory in use (NVML) while the trainer runs."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # noqa: BLE001 - no NVML: no GPU figure
+            return
+        while not self._stop.wait(interval):
+            used = max(int(pynvml.nvmlDeviceGetMemoryInfo(h).used) for h in handles)
+            self.peak = max(self.peak, used)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def collect_adapter(paths: TrainPaths) -> Path:
+    """Copy the final adapter (and tokenizer files) from Axolotl's output folder to ``train/adapter``."""
+    out = paths.output_dir
+    missing = [name for name in ADAPTER_FILES if not (out / name).is_file()]
+    if missing:
+        raise BastionError(f"axolotl finished but {', '.join(missing)} is missing in {out}")
+    staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=paths.train_dir))
+    for item in out.iterdir():
+        if item.is_file() and not item.name.startswith(("events.", "debug")):
+            shutil.copy2(item, staging / item.name)
+    if paths.adapter.exists():
+        shutil.rmtree(paths.adapter)
+    staging.rename(paths.adapter)
+    return paths.adapter
+
+
+def _trained_steps(output_dir: Path) -> int:
+    ckpt = latest_checkpoint(output_dir)
+    state = (ckpt / "trainer_state.json") if ckpt else output_dir / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text()).get("global_step", 0))
+    return 0
+
+
+def _tokens_trained(recipe: Recipe, lengths: dict[str, Any], steps: int) -> float:
+    t = recipe.train
+    samples = steps * t["micro_batch_size"] * t["gradient_accumulation_steps"] * max(1, _gpu_count(recipe))
+    fitting = max(1, int(lengths.get("samples", 0)) - int(lengths.get("too_long", 0)))
+    return samples * float(lengths.get("tokens", 0)) / fitting

@@ -1,0 +1,85 @@
+"""Train end to end on CPU: harvested data -> real Axolotl QLoRA on the tiny model -> a peft adapter."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bastion.manifest import RunFolder
+from bastion.recipe import load_recipe
+from bastion.stages import run_stage
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, dict]:
+    tmp = tmp_path_factory.mktemp("train")
+    text = (REPO / "recipes" / "tiny-cpu.yaml").read_text()
+    text = text.replace("name: tiny-cpu", "name: train-e2e").replace(
+        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+    path = tmp / "recipe.yaml"
+    path.write_text(text)
+    recipe = load_recipe(path)
+    folder = RunFolder.for_recipe(recipe, base=tmp / "runs")
+    run_stage("harvest", recipe, folder)
+    details = run_stage("train", recipe, folder)
+    return folder, details
+
+
+def test_losses_are_finite_and_recorded(trained: tuple[RunFolder, dict]) -> None:
+    folder, details = trained
+    assert details["steps"] == 5
+    for key in ("first_train_loss", "final_train_loss", "final_eval_loss"):
+        assert math.isfinite(details[key]) and 0 < details[key] < 20, key
+    entry = folder.stage_entry("train")
+    assert entry["status"] == "ok" and entry["data_sha256"] == details["data_sha256"]
+    assert entry["tokens_per_second"] > 0 and entry["seconds_to_first_step"] > 0 and entry["peak_rss_gib"] > 0
+    assert entry["versions"]["axolotl"] == "0.19.0"
+    log = (folder.root / "train" / "train.log").read_text()
+    assert "'loss'" in log
+
+
+def test_config_and_chat_data_are_kept(trained: tuple[RunFolder, dict]) -> None:
+    folder, _ = trained
+    train_dir = folder.root / "train"
+    assert "adapter: qlora" in (train_dir / "axolotl.yaml").read_text()
+    first = json.loads((train_dir / "messages.jsonl").read_text().splitlines()[0])
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
+    assert json.loads((train_dir / "lengths.json").read_text())["too_long"] == 0
+
+
+def test_adapter_loads_with_peft_onto_the_tiny_model(trained: tuple[RunFolder, dict]) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from bastion.tiny_model import tiny_model_dir
+
+    folder, _ = trained
+    adapter = folder.root / "train" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
+    model = PeftModel.from_pretrained(base, adapter)
+    ids = torch.tensor([[128000, 9906, 1917]])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, 3, 128256) and torch.isfinite(logits).all()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # training moved the adapter off its zero init
+
+
+def test_resume_points_at_the_last_checkpoint(trained: tuple[RunFolder, dict]) -> None:
+    from bastion.train import latest_checkpoint, launch_command
+
+    folder, _ = trained
+    checkpoint = latest_checkpoint(folder.root / "train" / "output")
+    assert checkpoint is not None and checkpoint.name == "checkpoint-5"
+    cmd = launch_command(load_recipe(folder.read_manifest()["recipe"]["path"]), folder.root / "train" / "axolotl.yaml",
+                         resume_from=checkpoint)
+    assert cmd[cmd.index("--resume-from-checkpoint") + 1] == str(checkpoint)

@@ -83,3 +83,39 @@ def test_resume_points_at_the_last_checkpoint(trained: tuple[RunFolder, dict]) -
     cmd = launch_command(load_recipe(folder.read_manifest()["recipe"]["path"]), folder.root / "train" / "axolotl.yaml",
                          resume_from=checkpoint)
     assert cmd[cmd.index("--resume-from-checkpoint") + 1] == str(checkpoint)
+
+
+def test_sigint_stops_training_cleanly(trained: tuple[RunFolder, dict], tmp_path: Path) -> None:
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, _ = trained
+    runs = tmp_path / "runs"
+    (runs / "train-e2e" / "data").mkdir(parents=True)
+    shutil.copy(folder.root / "data" / "train.jsonl", runs / "train-e2e" / "data" / "train.jsonl")
+    recipe_path = folder.read_manifest()["recipe"]["path"]
+    env = {**os.environ, "BASTION_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "--log-json", "train", recipe_path], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and b"eval_loss" not in seen:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert b"eval_loss" in seen, seen[-2000:]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    text = (seen + out).decode()
+    assert proc.returncode == 1
+    assert "training interrupted" in text and "--resume" in text and "Traceback" not in text.split("axolotl")[0]
+    manifest = json.loads((runs / "train-e2e" / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "failed"
+    leftover = subprocess.run(["pgrep", "-f", f"axolotl_launch {runs}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""  # no orphaned trainer

@@ -20,7 +20,7 @@ StageFn = Callable[..., dict[str, Any]]
 STAGES: dict[str, str] = {
     "harvest": "harvest.pipeline:run_harvest",
     "train": "bastion.train:run_train",
-    "eval": "issue #5",
+    "eval": "evals.runner:run_eval",
     "export": "issue #6",
 }
 

@@ -21,7 +21,7 @@ STAGES: dict[str, str] = {
     "harvest": "harvest.pipeline:run_harvest",
     "train": "bastion.train:run_train",
     "eval": "evals.runner:run_eval",
-    "export": "issue #6",
+    "export": "export.pipeline:run_export",
 }
 
 

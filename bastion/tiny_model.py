@@ -23,7 +23,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,29 +133,6 @@ class Llama3Vocab:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _vendored_gguf() -> Iterator[Any]:
-    """Import llama.cpp's gguf-py for the duration of the block, then restore ``sys.modules``.
-
-    gguf-py imports itself by its absolute name (``gguf``), so it must be importable as ``gguf``;
-    any ``gguf`` already imported (the older registry wheel, say) is put back afterwards.
-    """
-    path = str(vendor.gguf_py_path())
-    saved = {name: mod for name, mod in sys.modules.items() if name == "gguf" or name.startswith("gguf.")}
-    for name in saved:
-        del sys.modules[name]
-    sys.path.insert(0, path)
-    try:
-        importlib.invalidate_caches()
-        yield importlib.import_module("gguf")
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(path)
-        for name in [n for n in sys.modules if n == "gguf" or n.startswith("gguf.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
-
-
 def _llama31_special_name(token_id: int, llama3_name: str) -> str:
     """The Llama 3.1 name of special token ``token_id`` (the GGUF holds Llama 3's names)."""
     if token_id in _LLAMA31_RENAMED:
@@ -177,7 +153,7 @@ def read_llama3_vocab(path: Path | None = None) -> Llama3Vocab:
     path = path or vendor.llama3_vocab_gguf()
     if not path.is_file():
         raise MissingResourceError(f"the Llama 3 vocabulary GGUF is missing: {path}")
-    with _vendored_gguf() as gguf:
+    with vendor.vendored_gguf() as gguf:
         reader = gguf.GGUFReader(path)
         fields = reader.fields
 

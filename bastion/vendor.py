@@ -7,6 +7,8 @@ are extracted into the cache folder (``<cache>/llama.cpp-<version>/``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.metadata
 import logging
 import shutil
@@ -14,7 +16,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bastion.errors import MissingResourceError
 from bastion.paths import cache_dir
@@ -111,6 +115,29 @@ def llama31_chat_template(version: str | None = None) -> str:
 def gguf_py_path(version: str | None = None) -> Path:
     """The ``gguf-py`` folder that pairs with the converter (put it first on ``sys.path``)."""
     return llama_cpp_dir(version) / "gguf-py"
+
+
+@contextlib.contextmanager
+def vendored_gguf() -> Iterator[Any]:
+    """Import llama.cpp's gguf-py for the duration of the block, then restore ``sys.modules``.
+
+    gguf-py imports itself by its absolute name (``gguf``), so it must be importable as ``gguf``;
+    any ``gguf`` already imported (the older registry wheel, say) is put back afterwards.
+    """
+    path = str(gguf_py_path())
+    saved = {name: mod for name, mod in sys.modules.items() if name == "gguf" or name.startswith("gguf.")}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, path)
+    try:
+        importlib.invalidate_caches()
+        yield importlib.import_module("gguf")
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(path)
+        for name in [n for n in sys.modules if n == "gguf" or n.startswith("gguf.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 if __name__ == "__main__":

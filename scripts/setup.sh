@@ -36,4 +36,15 @@ echo "setup: fetching llama.cpp's converter and vocabularies (pinned llama-cpp-p
 .venv/bin/python -m bastion.vendor
 echo "setup: building the tiny test model (cached)"
 .venv/bin/python -m bastion.tiny_model
+# Go: tests/test_modelfile.py runs the Ollama TEMPLATE with Go's text/template, as Ollama does.
+if ! command -v go >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Go (Debian's golang-go) for the Modelfile template test"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; } \
+      || echo "setup: could not install golang-go; tests/test_modelfile.py will fail until Go is installed" >&2
+  else
+    echo "setup: Go is missing and this is not root with apt-get: install Go 1.19+ (e.g. sudo apt-get install golang-go)," \
+      "or tests/test_modelfile.py will fail" >&2
+  fi
+fi
 echo "setup: done. Next: .venv/bin/just demo   (or: source .venv/bin/activate)"

@@ -1,0 +1,167 @@
+"""The export stage: merge -> f16 GGUF -> quantised GGUFs -> verification -> Modelfile, card, SHA256SUMS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from bastion.atomic import write_json, write_text
+from bastion.errors import BastionError, MissingResourceError
+from bastion.manifest import RunFolder
+from bastion.models import base_model_path
+from bastion.recipe import Recipe
+from export.card import render_card, write_sha256sums
+from export.convert import convert_to_gguf, quantize
+from export.merge import merge_adapter
+
+log = logging.getLogger(__name__)
+
+
+def gguf_name(recipe: Recipe, kind: str) -> str:
+    """File name of one GGUF: ``<recipe>-<kind>.gguf``."""
+    return f"{recipe.name}-{kind}.gguf"
+
+
+def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
+    """Stage entry point."""
+    adapter = folder.root / "train" / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise MissingResourceError(f"no adapter in {adapter}: run `bastion train {recipe.path.name}` first")
+    out = folder.stage_dir("export")
+    base = base_model_path(recipe)
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    merged = merge_adapter(base, adapter, out / "merged", revision=recipe.base_model["revision"],
+                           dtype="bfloat16" if recipe.export["outtype"] == "bf16" else "float16")
+    timings["merge"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    first = convert_to_gguf(merged, out / gguf_name(recipe, recipe.export["outtype"]),
+                            outtype=recipe.export["outtype"], metadata=gguf_metadata(recipe))
+    timings["convert"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    quants = {q: quantize(first, out / gguf_name(recipe, q), q) for q in recipe.export["quantizations"]}
+    timings["quantize"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    verification = verify_export(recipe, folder, merged, first, quants)
+    timings["verify"] = time.monotonic() - t0
+    verification["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    write_json(out / "verification.json", verification)
+    files = [first, *quants.values()]
+    if recipe.export["ollama"]["enabled"]:
+        files.append(write_modelfile(recipe, out, quants, first))
+    write_text(out / "README.md", render_card(recipe, folder, files, verification))
+    files += [out / "README.md", out / "verification.json"]
+    write_sha256sums(out, files)
+    if not verification["passed"]:
+        raise BastionError(f"export verification failed: {'; '.join(verification['failures'])} "
+                           f"(details in {out / 'verification.json'})")
+    log.info("export: %s", summary_line(verification))
+    return {"files": [p.name for p in files], "verification": {k: verification[k] for k in
+                                                                ("passed", "f16", "perplexity", "stops_at_eot")}}
+
+
+def gguf_metadata(recipe: Recipe) -> dict[str, object]:
+    """Metadata written into the GGUF (general.* keys the converter accepts)."""
+    return {"general.name": recipe.name, "general.finetune": recipe.name,
+            "general.description": f"{recipe.description} Built by Bastion from recipe {recipe.path.name} "
+                                   f"(sha256 {recipe.sha256}).".strip(),
+            "general.source_url": recipe.base_model["id"], "general.tags": ["bastion", recipe.name]}
+
+
+def write_modelfile(recipe: Recipe, out: Path, quants: dict[str, Path], first: Path) -> Path:
+    """The Ollama Modelfile next to the GGUFs."""
+    from export.modelfile import render_modelfile
+
+    chosen = recipe.export["ollama"]["quantization"]
+    target = quants.get(chosen) if chosen else (next(iter(quants.values()), None))
+    target = target or first
+    path = out / "Modelfile"
+    write_text(path, render_modelfile(target.name, recipe.system_prompt, recipe.export["ollama"]["num_ctx"],
+                                      recipe.export["ollama"]["temperature"]))
+    return path
+
+
+def verify_export(recipe: Recipe, folder: RunFolder, merged: Path, first: Path,
+                  quants: dict[str, Path]) -> dict[str, Any]:
+    """Everything export/verify.py checks, with pass/fail against the recipe's thresholds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from export import verify
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    model.eval()
+    prompts = recipe.export["smoke_prompts"]
+    llm = verify.open_gguf(first)
+    agreements = verify.compare_f16(llm, model, tokenizer, recipe.system_prompt, prompts)
+    metadata = dict(llm.metadata)
+    records = _records(folder)
+    texts = verify.held_out_texts(records, tokenizer, recipe.system_prompt)
+    ppl = {first.name: verify.perplexity(llm, texts)}
+    result: dict[str, Any] = {
+        "f16_file": first.name,
+        "f16": {"token_agreement": round(min(a.teacher_forced for a in agreements), 4),
+                "free_running_prefix_agreement": round(min(a.free_prefix for a in agreements), 4),
+                "max_logit_diff": round(max(a.max_logit_diff for a in agreements), 5),
+                "logit_tolerance": verify.LOGIT_TOLERANCE,
+                "per_prompt": [a.__dict__ for a in agreements]},
+        "prompt_matches_training": verify.prompt_matches_training(llm, tokenizer, recipe.system_prompt, prompts),
+        "stops_at_eot": verify.stops_at_eot(llm),
+        "metadata": {k: metadata.get(k) for k in ("general.name", "general.description", "tokenizer.ggml.pre",
+                                                   "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id")},
+        "has_chat_template": bool(metadata.get("tokenizer.chat_template")),
+    }
+    del llm
+    for name, path in quants.items():
+        qllm = verify.open_gguf(path)
+        ppl[path.name] = verify.perplexity(qllm, texts)
+        result.setdefault("quant_file_types", {})[name] = _model_desc(qllm)
+        del qllm
+    base_ppl = ppl[first.name]
+    result["perplexity"] = {n: {"perplexity": round(v, 4), "ratio_to_f16": round(v / base_ppl, 4),
+                                "size_mib": round((first.parent / n).stat().st_size / 2**20, 2)}
+                            for n, v in ppl.items()}
+    result["held_out_texts"] = len(texts)
+    failures = []
+    if result["f16"]["token_agreement"] < recipe.export["min_token_agreement"]:
+        failures.append(f"token agreement {result['f16']['token_agreement']} < "
+                        f"export.min_token_agreement {recipe.export['min_token_agreement']}")
+    if result["f16"]["max_logit_diff"] > verify.LOGIT_TOLERANCE:
+        failures.append(f"max logit difference {result['f16']['max_logit_diff']} > {verify.LOGIT_TOLERANCE}")
+    if not result["prompt_matches_training"]:
+        failures.append("the GGUF's chat template does not give the training prompt")
+    if not result["stops_at_eot"]["ok"]:
+        failures.append(f"generation does not stop at <|eot_id|>: {result['stops_at_eot']}")
+    if not result["has_chat_template"]:
+        failures.append("the GGUF carries no chat template")
+    result["failures"] = failures
+    result["passed"] = not failures
+    return result
+
+
+def _model_desc(llm: Any) -> str:
+    """llama.cpp's description of a loaded model, e.g. 'llama ?B Q4_K - Medium'."""
+    import ctypes
+
+    import llama_cpp
+
+    buf = ctypes.create_string_buffer(256)
+    llama_cpp.llama_model_desc(llm.model, buf, ctypes.sizeof(buf))
+    return buf.value.decode()
+
+
+def _records(folder: RunFolder) -> list[dict[str, Any]]:
+    path = folder.root / "data" / "train.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def summary_line(v: dict[str, Any]) -> str:
+    """One line for the log and the demo."""
+    ppl = ", ".join(f"{n} ppl x{p['ratio_to_f16']}" for n, p in v["perplexity"].items())
+    return (f"verification {'passed' if v['passed'] else 'FAILED'}: token agreement {v['f16']['token_agreement']}, "
+            f"max logit diff {v['f16']['max_logit_diff']}, prompt = training format: {v['prompt_matches_training']}, "
+            f"stops at <|eot_id|>: {v['stops_at_eot']['ok']}; {ppl}")

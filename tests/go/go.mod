@@ -1,0 +1,3 @@
+module bastion.local/rendertemplate
+
+go 1.19

@@ -105,6 +105,37 @@ main.command(name="export")(_stage_command(
     "export", "Merge the adapter, convert to GGUF, quantise, verify and write an Ollama Modelfile."))
 
 
+@main.command()
+@click.argument("recipe")
+@click.option("--quant", default=None, help="Which exported GGUF (q4_k_m, q8_0, f16...); default: the Modelfile's.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(recipe: str, quant: str | None, host: str, port: int) -> None:
+    """Serve RECIPE's exported GGUF with llama-cpp-python's OpenAI-compatible server."""
+    from bastion.manifest import RunFolder
+    from export.runtime import find_gguf
+    from export.runtime import serve as run_server
+
+    r = _load(recipe)
+    gguf = find_gguf(r, RunFolder.for_recipe(r), quant)
+    sys.exit(run_server(gguf, host=host, port=port, n_ctx=r.export["ollama"]["num_ctx"],
+                        alias=r.export["ollama"]["model_name"] or r.name))
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--quant", default=None, help="Which exported GGUF (q4_k_m, q8_0, f16...); default: the Modelfile's.")
+def chat(recipe: str, quant: str | None) -> None:
+    """Chat with RECIPE's exported GGUF in the terminal (the recipe's system prompt, the GGUF's template)."""
+    from bastion.manifest import RunFolder
+    from export.runtime import chat as run_chat
+    from export.runtime import find_gguf
+
+    r = _load(recipe)
+    gguf = find_gguf(r, RunFolder.for_recipe(r), quant)
+    run_chat(gguf, r.system_prompt, n_ctx=r.export["ollama"]["num_ctx"], temperature=r.export["ollama"]["temperature"])
+
+
 @main.command(name="all")
 @click.argument("recipe")
 def all_stages(recipe: str) -> None:

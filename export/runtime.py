@@ -1,0 +1,99 @@
+"""Running the exported GGUF: an OpenAI-compatible server and a terminal chat (llama-cpp-python)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bastion.errors import BadInputError, MissingResourceError
+from bastion.manifest import RunFolder
+from bastion.recipe import Recipe
+
+log = logging.getLogger(__name__)
+GGUF_MAGIC = b"GGUF"
+
+
+def find_gguf(recipe: Recipe, folder: RunFolder, quant: str | None = None) -> Path:
+    """The GGUF to run: ``quant`` if given, else the Modelfile's choice, else the first quantisation."""
+    export_dir = folder.root / "export"
+    choice = quant or recipe.export["ollama"]["quantization"] or (recipe.export["quantizations"] or
+                                                                  [recipe.export["outtype"]])[0]
+    path = export_dir / f"{recipe.name}-{choice}.gguf"
+    if not path.is_file():
+        found = sorted(p.name for p in export_dir.glob("*.gguf")) if export_dir.is_dir() else []
+        hint = f"; exported files: {', '.join(found)}" if found else f"; run `bastion export {recipe.path.name}` first"
+        raise MissingResourceError(f"no GGUF {path}{hint}")
+    check_gguf(path)
+    return path
+
+
+def check_gguf(path: Path) -> None:
+    """Refuse a file that is not a GGUF (truncated downloads, wrong file) with a clear message."""
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != GGUF_MAGIC or path.stat().st_size < 1024:
+        raise BadInputError(f"{path} is not a GGUF file (starts with {magic!r}, {path.stat().st_size} bytes); "
+                            "export again with `bastion export RECIPE`")
+
+
+def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:
+    """Run llama-cpp-python's OpenAI-compatible server in the foreground (Ctrl-C stops it)."""
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", host, "--port", str(port),
+           "--n_ctx", str(n_ctx), "--model_alias", alias]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: reachable from other machines; the server has no authentication", host)
+    log.info("serving %s at http://%s:%d/v1 (model name '%s'); Ctrl-C stops it", gguf.name, host, port, alias)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
+        return 0
+
+
+def load_chat_model(gguf: Path, n_ctx: int) -> Any:
+    """A llama-cpp-python model for chatting (chat template from the GGUF)."""
+    from llama_cpp import Llama
+
+    # the GGUF's Llama 3.1 template defaults to CHAT_TEMPLATE_KWARGS' date: the training header
+    try:
+        return Llama(model_path=str(gguf), n_ctx=n_ctx, verbose=False)
+    except ValueError as exc:
+        raise BadInputError(f"llama.cpp could not load {gguf}: {exc}") from None
+
+
+def chat(gguf: Path, system_prompt: str, *, n_ctx: int, temperature: float, max_tokens: int = 512) -> None:
+    """An interactive terminal chat. Commands: /reset clears the conversation, /exit (or Ctrl-D) leaves."""
+    llm = load_chat_model(gguf, n_ctx)
+    messages: list[dict[str, str]] = [{"role": "system", "content": system_prompt}]
+    click.echo(f"Chatting with {gguf.name}. /reset clears the conversation, /exit or Ctrl-D leaves.")
+    while True:
+        try:
+            user = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo("")
+            return
+        if user.strip() in ("/exit", "/quit"):
+            return
+        if user.strip() == "/reset":
+            messages = messages[:1]
+            click.echo("(conversation cleared)")
+            continue
+        if not user.strip():
+            continue
+        messages.append({"role": "user", "content": user})
+        click.echo("assistant> ", nl=False)
+        reply = ""
+        for chunk in llm.create_chat_completion(messages=messages, temperature=temperature, max_tokens=max_tokens,
+                                                stream=True):
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            reply += piece
+            click.echo(piece, nl=False)
+        click.echo("")
+        messages.append({"role": "assistant", "content": reply})

@@ -1,0 +1,150 @@
+"""Export end to end from a trained tiny adapter: merge, f16 GGUF, q4_k_m (real Q4_K) and q8_0,
+verification, Modelfile, card, SHA256SUMS; then `bastion serve` answers an OpenAI-style request."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import BadInputError, MissingResourceError
+from bastion.manifest import RunFolder
+from bastion.recipe import load_recipe
+from bastion.stages import run_stage
+from conftest import REPO
+from export.convert import quantize, read_gguf_metadata
+from export.modelfile import parse_modelfile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, Path]:
+    tmp = tmp_path_factory.mktemp("export")
+    text = (REPO / "recipes" / "tiny-cpu.yaml").read_text().replace("name: tiny-cpu", "name: export-e2e").replace(
+        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+    path = tmp / "recipe.yaml"
+    path.write_text(text)
+    recipe = load_recipe(path)
+    folder = RunFolder.for_recipe(recipe, base=tmp / "runs")
+    for stage in ("harvest", "train", "export"):
+        run_stage(stage, recipe, folder)
+    return folder, path
+
+
+def test_ggufs_with_real_quantised_tensors(exported: tuple[RunFolder, Path]) -> None:
+    folder, _ = exported
+    out = folder.root / "export"
+    f16 = read_gguf_metadata(out / "export-e2e-f16.gguf")
+    q4 = read_gguf_metadata(out / "export-e2e-q4_k_m.gguf")
+    q8 = read_gguf_metadata(out / "export-e2e-q8_0.gguf")
+    assert "F16" in f16["tensor_types"] and "Q4_K" in q4["tensor_types"] and "Q8_0" in q8["tensor_types"]
+    assert f16["tokenizer.ggml.eos_token_id"] == 128009 and f16["tokenizer.ggml.pre"] == "llama-bpe"
+    assert "<|start_header_id|>" in str(f16["tokenizer.chat_template"])
+    recipe_hash = folder.read_manifest()["recipe"]["sha256"]
+    assert f16["general.name"] == "export-e2e" and recipe_hash in str(f16["general.description"])
+    sizes = [(out / f"export-e2e-{k}.gguf").stat().st_size for k in ("f16", "q8_0", "q4_k_m")]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_verification_figures(exported: tuple[RunFolder, Path]) -> None:
+    folder, _ = exported
+    v = json.loads((folder.root / "export" / "verification.json").read_text())
+    assert v["passed"] and v["failures"] == []
+    assert v["f16"]["token_agreement"] >= 0.9 and v["f16"]["max_logit_diff"] <= v["f16"]["logit_tolerance"]
+    assert v["prompt_matches_training"] is True
+    assert v["stops_at_eot"]["ok"] and v["stops_at_eot"]["finish_reason"] == "stop"
+    ratios = {name: p["ratio_to_f16"] for name, p in v["perplexity"].items()}
+    assert ratios["export-e2e-f16.gguf"] == 1.0
+    assert 0.95 < ratios["export-e2e-q8_0.gguf"] < 1.05 and 0.9 < ratios["export-e2e-q4_k_m.gguf"] < 1.2
+    assert v["quant_file_types"]["q4_k_m"].endswith("Q4_K - Medium")
+
+
+def test_modelfile_card_and_checksums(exported: tuple[RunFolder, Path]) -> None:
+    folder, _ = exported
+    out = folder.root / "export"
+    modelfile = parse_modelfile((out / "Modelfile").read_text())
+    assert modelfile["FROM"] == "./export-e2e-q4_k_m.gguf"
+    assert modelfile["SYSTEM"] == load_recipe(exported[1]).system_prompt
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nbase_model:") and "## Evaluation" in card and "Intended use and limits" in card
+    assert "licence" in card.lower()
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = {line.split()[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
+    assert {"export-e2e-f16.gguf", "export-e2e-q4_k_m.gguf", "export-e2e-q8_0.gguf", "Modelfile",
+            "README.md"} <= listed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_an_openai_chat_request(exported: tuple[RunFolder, Path]) -> None:
+    folder, recipe_path = exported
+    port = _free_port()
+    env = {**os.environ, "BASTION_RUNS": str(folder.root.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", str(recipe_path), "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        body = json.dumps({"model": "export-e2e", "max_tokens": 8, "temperature": 0,
+                           "messages": [{"role": "user", "content": "What is least privilege?"}]}).encode()
+        reply = None
+        while time.monotonic() < deadline and reply is None:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    reply = json.loads(response.read())
+            except OSError:
+                assert proc.poll() is None, "the server exited"
+                time.sleep(0.5)
+        assert reply is not None, "no answer from bastion serve"
+        assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["role"] == "assistant"
+        assert reply["usage"]["completion_tokens"] >= 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
+    recipe = load_recipe("tiny-cpu.yaml")
+    folder = RunFolder.for_recipe(recipe, base=tmp_path)
+    with pytest.raises(MissingResourceError, match="no adapter .* run `bastion train"):
+        run_stage("export", recipe, folder)
+
+
+def test_corrupt_gguf_is_refused(exported: tuple[RunFolder, Path], tmp_path: Path) -> None:
+    from export.runtime import check_gguf
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"<html>not a model</html>" * 100)
+    with pytest.raises(BadInputError, match="is not a GGUF file"):
+        check_gguf(bad)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes((exported[0].root / "export" / "export-e2e-q8_0.gguf").read_bytes()[:4096])
+    with pytest.raises(BadInputError, match="not a readable GGUF"):
+        read_gguf_metadata(truncated)
+
+
+def test_unknown_quantisation_is_refused(exported: tuple[RunFolder, Path], tmp_path: Path) -> None:
+    src = exported[0].root / "export" / "export-e2e-f16.gguf"
+    with pytest.raises(BadInputError, match="unknown quantisation 'q3_xyz'"):
+        quantize(src, tmp_path / "x.gguf", "q3_xyz")
+    text = exported[1].read_text().replace("quantizations: [q4_k_m, q8_0]", "quantizations: [q4_k_m, q9_9]")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    from bastion.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"export.quantizations\[1\]"):
+        load_recipe(bad)

@@ -144,7 +144,7 @@ def perplexity(llm: Any, texts: list[str]) -> float:
     return math.exp(nll / count) if count else math.nan
 
 
-def held_out_texts(records: list[dict[str, Any]], tokenizer: Any, system_prompt: str, count: int = 8) -> list[str]:
+def held_out_texts(records: list[dict[str, Any]], tokenizer: Any, system_prompt: str, count: int = 4) -> list[str]:
     """A fixed slice of records (every k-th) rendered in the training format."""
     if not records:
         return []

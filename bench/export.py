@@ -1,0 +1,100 @@
+"""Wall time and peak memory of `bastion export` vs the converter and quantiser run by hand.
+
+Setup (not timed): harvest and train the tiny recipe, then one `bastion export` so that the merged
+model exists. Side by side, alternating:
+
+- ours: ``bastion export tiny-cpu.yaml``: merge, f16 GGUF, q4_k_m + q8_0, the verification every
+  export runs (agreement with the merged model, prompt format, end of turn, perplexity), Modelfile,
+  model card and SHA256SUMS;
+- baseline: by hand on the same merged model: ``convert_hf_to_gguf.py --outtype f16`` then
+  ``llama_model_quantize`` to q4_k_m and q8_0.
+
+Peak memory is the largest resident set of the process tree (ru_maxrss of the children).
+Goal (issue #6): ours / baseline <= 1.15 in time. The breakdown by step comes from the run's
+verification.json so the cost of each part is visible.
+Run: ``python bench/export.py [--rounds N]``.
+"""
+
+# ruff: noqa: T201  (a benchmark prints its results)
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+QUANTISE = """
+import ctypes, sys, llama_cpp
+for q, name in (("Q4_K_M", "q4_k_m"), ("Q8_0", "q8_0")):
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + q)
+    assert llama_cpp.llama_model_quantize(sys.argv[1].encode(), (sys.argv[2] + name + ".gguf").encode(),
+                                          ctypes.byref(p)) == 0
+"""
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of one command (run in a fresh child, measured by a wrapper)."""
+    wrapper = ("import resource, subprocess, sys, time; t = time.monotonic(); "
+               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+               "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, cwd=REPO, check=True, capture_output=True,
+                         text=True).stdout.split()
+    return float(out[0]), int(out[1]) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    from bastion.vendor import converter_script
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "BASTION_RUNS": str(Path(tmp) / "runs"), "HF_HUB_OFFLINE": "1",
+               "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled"}
+        bastion = [sys.executable, "-m", "bastion"]
+        for stage in ("harvest", "train", "export"):
+            subprocess.run([*bastion, stage, "tiny-cpu.yaml"], env=env, cwd=REPO, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        export_dir = Path(tmp) / "runs" / "tiny-cpu" / "export"
+        merged = export_dir / "merged"
+        by_hand = Path(tmp) / "by-hand"
+        by_hand.mkdir()
+        baseline = [
+            [sys.executable, str(converter_script()), str(merged), "--outfile", str(by_hand / "f16.gguf"),
+             "--outtype", "f16"],
+            [sys.executable, "-c", QUANTISE, str(by_hand / "f16.gguf"), str(by_hand / "by-hand-")],
+        ]
+        ours_t, ours_m, base_t, base_m = [], [], [], []
+        steps = {}
+        for r in range(args.rounds):
+            t, m = run([*bastion, "export", "tiny-cpu.yaml"], env)
+            ours_t.append(t)
+            ours_m.append(m)
+            steps = json.loads((export_dir / "verification.json").read_text())["timings_seconds"]
+            results = [run(cmd, env) for cmd in baseline]
+            base_t.append(sum(x[0] for x in results))
+            base_m.append(max(x[1] for x in results))
+            print(f"round {r + 1}: bastion export {ours_t[-1]:.1f} s ({ours_m[-1]:.2f} GiB peak), "
+                  f"converter + quantiser by hand {base_t[-1]:.1f} s ({base_m[-1]:.2f} GiB peak)")
+    o, b = statistics.median(ours_t), statistics.median(base_t)
+    print(f"bastion export steps (last round): {steps}")
+    core = steps.get("convert", 0) + steps.get("quantize", 0)
+    print(f"of which converter + quantiser inside bastion export: {core:.1f} s; merge {steps.get('merge', 0):.1f} s "
+          f"and verification {steps.get('verify', 0):.1f} s are the work the by-hand baseline does not do")
+    print(f"peak memory: bastion export {max(ours_m):.2f} GiB, by hand {max(base_m):.2f} GiB")
+    print(f"time ratio (bastion export / by hand, median of {args.rounds}): {o / b:.2f}x  goal <= 1.15x: "
+          f"{'met' if o / b <= 1.15 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -136,29 +136,47 @@ def chat(recipe: str, quant: str | None) -> None:
     run_chat(gguf, r.system_prompt, n_ctx=r.export["ollama"]["num_ctx"], temperature=r.export["ollama"]["temperature"])
 
 
+FORCE_HELP = "Rerun this stage even if its inputs are unchanged (repeatable; 'all' reruns every stage)."
+STAGE_CHOICES = click.Choice(["harvest", "train", "eval", "export", "all"])
+
+
 @main.command(name="all")
 @click.argument("recipe")
-def all_stages(recipe: str) -> None:
-    """Run harvest, train, eval and export on RECIPE in order."""
-    _run_all(recipe)
+@click.option("--force", multiple=True, type=STAGE_CHOICES, help=FORCE_HELP)
+def all_stages(recipe: str, force: tuple[str, ...]) -> None:
+    """Run harvest, train, eval and export on RECIPE in order, skipping stages whose inputs are unchanged."""
+    _run_all(recipe, force)
 
 
 @main.command()
-def demo() -> None:
+@click.option("--force", multiple=True, type=STAGE_CHOICES, help=FORCE_HELP)
+def demo(force: tuple[str, ...]) -> None:
     """Run every stage on recipes/tiny-cpu.yaml: a tiny model, offline, on CPU."""
-    _run_all("tiny-cpu.yaml")
+    import time
+
+    start = time.monotonic()
+    _run_all("tiny-cpu.yaml", force)
+    log.info("demo finished in %.0f s", time.monotonic() - start)
 
 
-def _run_all(recipe: str) -> None:
+def _run_all(recipe: str, force: tuple[str, ...] = ()) -> None:
     from bastion.manifest import RunFolder
     from bastion.stages import run_all
 
     r = _load(recipe)
     folder = RunFolder.for_recipe(r)
-    outcome = run_all(r, folder)
+    outcome = run_all(r, folder, force=force)
     for stage, status in outcome.items():
         log.info("  %-8s %s", stage, status)
-    log.info("run folder: %s", folder.root)
+    where = {"data report": folder.root / "data" / "quality.md", "eval report": folder.root / "eval" / "report.md",
+             "Modelfile": folder.root / "export" / "Modelfile", "model card": folder.root / "export" / "README.md"}
+    ggufs = sorted((folder.root / "export").glob("*.gguf"))
+    for label, path in where.items():
+        if path.exists():
+            log.info("%-12s %s", label, path)
+    for gguf in ggufs:
+        log.info("%-12s %s", "GGUF", gguf)
+    log.info("run folder:  %s", folder.root)
 
 
 if __name__ == "__main__":

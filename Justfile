@@ -59,3 +59,16 @@ test *args:
 # Run the benchmarks under bench/ (each prints a ratio measured side by side).
 bench *args:
     for b in bench/*.py; do {{python}} "$b" {{args}}; done
+
+# Regenerate docs/recipe.md, the recipe reference, from schemas/recipe.schema.json.
+docs:
+    {{python}} -m bastion.docs
+
+# Build the CUDA image for GPU runs (extra arguments go to docker build, e.g. --build-arg MAX_JOBS=8).
+docker-build *args:
+    docker build -t bastion:latest {{args}} .
+
+# Train in the CUDA image: HF_TOKEN from your environment, the hub cache in a volume, runs in ./runs.
+docker-train recipe=recipe:
+    mkdir -p runs
+    docker run --gpus all --rm -e HF_TOKEN -v bastion-hf:/cache/huggingface -v "$PWD/runs:/workspace/runs" bastion:latest train recipe={{quote(trim_start_match(recipe, "recipe="))}}

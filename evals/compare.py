@@ -48,13 +48,17 @@ def build_report(recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[s
         for metric in _metrics_of(rows):
             entry["metrics"][metric] = _compare_metric(metric, base_rows, rows, excluded, e)
         tasks[task] = entry
+    gguf_loss: dict[str, Any] = {}
+    for task, rows in runs.get("gguf", {}).items():
+        gguf_loss[task] = {m: _compare_metric(m, tuned.get(task, {}), rows, excluded, e)["overall"]
+                           for m in _metrics_of(rows)}
     summary = {task: {m: {k: v["overall"][k] for k in ("base", "tuned", "diff", "ci_low", "ci_high", "verdict")}
                       for m, v in t["metrics"].items()} for task, t in tasks.items()}
     report = {"recipe": recipe.name, "generated": now_iso(), "settings": {
         k: e[k] for k in ("tasks", "num_fewshot", "limit", "seed", "bootstrap_samples", "decontaminate",
                           "decontamination_ngram", "max_gen_tokens")} | {"system_prompt": recipe.system_prompt,
                                                                            "chat_template": True},
-        "compared": "base" in runs, "tasks": tasks, "summary": summary,
+        "compared": "base" in runs, "tasks": tasks, "summary": summary, "gguf_vs_tuned": gguf_loss,
         "contamination": {"overlapping_questions": overlap, "excluded": sorted(excluded)},
         "commands": commands}
     write_json(eval_dir / "report.json", report)
@@ -109,6 +113,16 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
                 lines.append(f"| {name} | {row['n']} | {_fmt(row['base'])} | {_fmt(row['tuned'])} | "
                              f"{_fmt(row['diff'])} | {ci} | {p} | {row['verdict']} |")
             lines.append("")
+    if report.get("gguf_vs_tuned"):
+        lines += ["## Quantisation loss (GGUF vs tuned HF model)", "",
+                  "| task | metric | n | tuned | GGUF | diff | 95% CI | verdict |",
+                  "|---|---|---:|---:|---:|---:|---|---|"]
+        for task, metrics in report["gguf_vs_tuned"].items():
+            for metric, row in metrics.items():
+                lines.append(f"| {task} | {metric} | {row['n']} | {_fmt(row['base'])} | {_fmt(row['tuned'])} | "
+                             f"{_fmt(row['diff'])} | [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | "
+                             f"{row['verdict']} |")
+        lines.append("")
     overlap = report["contamination"]["overlapping_questions"]
     lines += ["## Decontamination", "", f"{len(overlap)} questions share a {s['decontamination_ngram']}-word "
               "sequence with the training data" + (" and were excluded from the comparison." if s["decontaminate"]

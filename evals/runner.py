@@ -120,6 +120,19 @@ def per_question(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
     return out
 
 
+def evaluate_gguf(recipe: Recipe, folder: RunFolder, task_manager: Any, eval_dir: Path) -> dict[str, Any]:
+    """The same tasks on the exported GGUF (the Modelfile's quantisation) through llama-cpp-python's server."""
+    from evals.gguf_lm import ChatGGUFLM, gguf_server
+    from export.runtime import find_gguf
+
+    gguf = find_gguf(recipe, folder)
+    merged = folder.root / "export" / "merged"
+    log.info("eval: GGUF %s through llama-cpp-python's server", gguf.name)
+    with gguf_server(gguf) as base_url:
+        lm = ChatGGUFLM(base_url=base_url, tokenizer_path=str(merged), max_gen_toks=recipe.eval["max_gen_tokens"])
+        return save_run(evaluate_model(lm, recipe, task_manager), eval_dir / "gguf")
+
+
 def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     """Stage entry point."""
     from evals.compare import build_report
@@ -154,6 +167,10 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     lm = HFLM(pretrained=tuned, tokenizer=tokenizer, batch_size=recipe.eval["batch_size"], device=device)
     runs["tuned"] = save_run(evaluate_model(lm, recipe, task_manager), eval_dir / "tuned")
     commands["tuned"] = reproduce_command(recipe, base, adapter, eval_dir / "tuned")
+    if recipe.eval["gguf"]:
+        runs["gguf"] = evaluate_gguf(recipe, folder, task_manager, eval_dir)
+        commands["gguf"] = ("(Python API) evals.gguf_lm.ChatGGUFLM against llama-cpp-python's server "
+                            "on the exported GGUF")
     report = build_report(recipe, folder, {k: per_question(v) for k, v in runs.items()}, commands, eval_dir)
     log.info("eval: report in %s", eval_dir / "report.md")
     return {"report": str(eval_dir / "report.md"), "summary": report["summary"]}

@@ -52,8 +52,11 @@ serve recipe=recipe:
 chat recipe=recipe:
     {{bastion}} chat {{quote(trim_start_match(recipe, "recipe="))}}
 
-# Run the test suite (offline, CPU).
+# Lint (ruff), format check, type check (mypy), then the test suite (offline, CPU).
 test *args:
+    {{python}} -m ruff check .
+    {{python}} -m ruff format --check .
+    {{python}} -m mypy bastion harvest evals export
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {{python}} -m pytest {{args}}
 
 # Run the benchmarks under bench/ (each prints a ratio measured side by side).

@@ -22,8 +22,14 @@ from bastion.recipe import Recipe
 log = logging.getLogger(__name__)
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent / "deepspeed"
-LAYER_CLASS = {"llama": "LlamaDecoderLayer", "mistral": "MistralDecoderLayer", "qwen2": "Qwen2DecoderLayer",
-               "gemma": "GemmaDecoderLayer", "gemma2": "Gemma2DecoderLayer", "phi3": "Phi3DecoderLayer"}
+LAYER_CLASS = {
+    "llama": "LlamaDecoderLayer",
+    "mistral": "MistralDecoderLayer",
+    "qwen2": "Qwen2DecoderLayer",
+    "gemma": "GemmaDecoderLayer",
+    "gemma2": "Gemma2DecoderLayer",
+    "phi3": "Phi3DecoderLayer",
+}
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,9 @@ class TrainPaths:
         return self.train_dir / "adapter"
 
 
-def render_config(recipe: Recipe, base_model: str, paths: TrainPaths, *, model_type: str = "llama",
-                  eot_token: str | None = None) -> dict[str, Any]:
+def render_config(
+    recipe: Recipe, base_model: str, paths: TrainPaths, *, model_type: str = "llama", eot_token: str | None = None
+) -> dict[str, Any]:
     """The Axolotl config for ``recipe`` (overrides from ``train.axolotl`` applied last)."""
     t = recipe.train
     cpu = t["device"] == "cpu"
@@ -70,15 +77,17 @@ def render_config(recipe: Recipe, base_model: str, paths: TrainPaths, *, model_t
         # the one prompt format: the base model's own chat template, loss on the answer + end of turn
         "chat_template": "tokenizer_default",
         "chat_template_kwargs": _chat_kwargs(),
-        "datasets": [{
-            "path": str(paths.messages),
-            "ds_type": "json",
-            "type": "chat_template",
-            "field_messages": "messages",
-            "message_property_mappings": {"role": "role", "content": "content"},
-            "roles_to_train": ["assistant"],
-            "train_on_eos": "turn",
-        }],
+        "datasets": [
+            {
+                "path": str(paths.messages),
+                "ds_type": "json",
+                "type": "chat_template",
+                "field_messages": "messages",
+                "message_property_mappings": {"role": "role", "content": "content"},
+                "roles_to_train": ["assistant"],
+                "train_on_eos": "turn",
+            }
+        ],
         "dataset_prepared_path": str(paths.prepared),
         "output_dir": str(paths.output_dir),
         "val_set_size": t["val_set_size"],
@@ -112,8 +121,10 @@ def render_config(recipe: Recipe, base_model: str, paths: TrainPaths, *, model_t
         cfg["eval_steps"] = t["eval_steps"]
     if t["adapter"] == "qlora":
         q = t["quantization"]
-        cfg["bnb_config_kwargs"] = {"bnb_4bit_quant_type": q["quant_type"],
-                                    "bnb_4bit_use_double_quant": q["double_quant"]}
+        cfg["bnb_config_kwargs"] = {
+            "bnb_4bit_quant_type": q["quant_type"],
+            "bnb_4bit_use_double_quant": q["double_quant"],
+        }
     target = t["lora"]["target_modules"]
     if target == "all-linear":
         cfg["lora_target_linear"] = True
@@ -141,15 +152,18 @@ def _distributed(mode: str, model_type: str) -> dict[str, Any]:
     if mode in ("deepspeed_zero2", "deepspeed_zero3"):
         return {"deepspeed": str(DEEPSPEED_DIR / f"zero{mode[-1]}.json")}
     if mode == "fsdp":
-        return {"fsdp_version": 2, "fsdp_config": {
-            "offload_params": False,
-            "state_dict_type": "FULL_STATE_DICT",
-            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "transformer_layer_cls_to_wrap": LAYER_CLASS.get(model_type, "LlamaDecoderLayer"),
-            "reshard_after_forward": True,
-            "cpu_ram_efficient_loading": False,  # Axolotl refuses it with QLoRA under FSDP2
-            "activation_checkpointing": True,
-        }}
+        return {
+            "fsdp_version": 2,
+            "fsdp_config": {
+                "offload_params": False,
+                "state_dict_type": "FULL_STATE_DICT",
+                "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                "transformer_layer_cls_to_wrap": LAYER_CLASS.get(model_type, "LlamaDecoderLayer"),
+                "reshard_after_forward": True,
+                "cpu_ram_efficient_loading": False,  # Axolotl refuses it with QLoRA under FSDP2
+                "activation_checkpointing": True,
+            },
+        }
     return {}
 
 
@@ -196,8 +210,11 @@ def known_axolotl_keys() -> dict[str, set[str]]:
     from axolotl.utils.schemas.datasets import SFTDataset
     from axolotl.utils.schemas.fsdp import FSDPConfig
 
-    return {"top": _known_keys(AxolotlInputConfig), "datasets": _known_keys(SFTDataset),
-            "fsdp_config": _known_keys(FSDPConfig)}
+    return {
+        "top": _known_keys(AxolotlInputConfig),
+        "datasets": _known_keys(SFTDataset),
+        "fsdp_config": _known_keys(FSDPConfig),
+    }
 
 
 def check_override_keys(overrides: dict[str, Any], recipe: Recipe) -> None:
@@ -221,8 +238,9 @@ def check_override_keys(overrides: dict[str, Any], recipe: Recipe) -> None:
     if isinstance(overrides.get("fsdp_config"), dict):
         check(overrides["fsdp_config"], known["fsdp_config"], "train.axolotl.fsdp_config")
     if problems:
-        raise BadInputError(f"{recipe.path}: " + "\n  ".join(["train.axolotl has keys Axolotl does not know:",
-                                                               *problems]))
+        raise BadInputError(
+            f"{recipe.path}: " + "\n  ".join(["train.axolotl has keys Axolotl does not know:", *problems])
+        )
 
 
 def capabilities_for(recipe: Recipe) -> dict[str, Any]:
@@ -238,8 +256,13 @@ def capabilities(device: str, num_gpus: int | None, distributed: str) -> dict[st
 
         if torch.cuda.is_available():
             major, minor = torch.cuda.get_device_capability()
-            return {"bf16": torch.cuda.is_bf16_supported(), "fp8": False, "tf32": major >= 8,
-                    "n_gpu": torch.cuda.device_count(), "compute_capability": f"sm_{major}{minor}"}
+            return {
+                "bf16": torch.cuda.is_bf16_supported(),
+                "fp8": False,
+                "tf32": major >= 8,
+                "n_gpu": torch.cuda.device_count(),
+                "compute_capability": f"sm_{major}{minor}",
+            }
     except ImportError:
         pass
     if device == "cpu":
@@ -268,11 +291,15 @@ def validate_with_axolotl(cfg: dict[str, Any], caps: dict[str, Any], origin: str
     if isinstance(ds, str) and not Path(ds).is_file():
         raise BadInputError(f"{origin}: train.axolotl.deepspeed: file {ds} does not exist")
     try:
-        return validate_config(DictDefault(copy.deepcopy(cfg)), capabilities=dict(caps),
-                               env_capabilities={"torch_version": torch.__version__.split("+")[0]})
+        return validate_config(
+            DictDefault(copy.deepcopy(cfg)),
+            capabilities=dict(caps),
+            env_capabilities={"torch_version": torch.__version__.split("+")[0]},
+        )
     except (ValidationError, ValueError) as exc:
-        raise BadInputError(f"{origin}: the rendered Axolotl config is invalid for Axolotl "
-                            f"{_axolotl_version()}:\n{exc}") from None
+        raise BadInputError(
+            f"{origin}: the rendered Axolotl config is invalid for Axolotl {_axolotl_version()}:\n{exc}"
+        ) from None
 
 
 def _axolotl_version() -> str:
@@ -292,8 +319,11 @@ def axolotl_tokenize(cfg: dict[str, Any], row: dict[str, Any]) -> dict[str, list
     from axolotl.utils.config import normalize_cfg_datasets, normalize_config, validate_config
     from axolotl.utils.dict import DictDefault
 
-    validated = validate_config(DictDefault(copy.deepcopy(cfg)), capabilities=capabilities("cpu", None, "none"),
-                                env_capabilities={"torch_version": "2.13.0"})
+    validated = validate_config(
+        DictDefault(copy.deepcopy(cfg)),
+        capabilities=capabilities("cpu", None, "none"),
+        env_capabilities={"torch_version": "2.13.0"},
+    )
     normalize_config(validated)
     normalize_cfg_datasets(validated)
     tokenizer = load_tokenizer(validated)

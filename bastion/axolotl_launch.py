@@ -41,26 +41,39 @@ def check_lengths(cfg: dict[str, Any], lengths_out: Path | None) -> None:
 
     from bastion.chat_format import CHAT_TEMPLATE_KWARGS
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg["base_model"], revision=cfg.get("revision_of_model"),
-                                              trust_remote_code=bool(cfg.get("trust_remote_code")))
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg["base_model"], revision=cfg.get("revision_of_model"), trust_remote_code=bool(cfg.get("trust_remote_code"))
+    )
     path = Path(cfg["datasets"][0]["path"])
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     kwargs = cfg.get("chat_template_kwargs") or CHAT_TEMPLATE_KWARGS
-    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False, **kwargs))
-               for r in rows]
+    lengths = [
+        len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=False, **kwargs)) for r in rows
+    ]
     limit = int(cfg["sequence_len"])
     too_long = sum(n > limit for n in lengths)
-    report = {"samples": len(lengths), "too_long": too_long, "max_tokens": max(lengths, default=0),
-              "sequence_len": limit, "tokens": sum(n for n in lengths if n <= limit)}
+    report = {
+        "samples": len(lengths),
+        "too_long": too_long,
+        "max_tokens": max(lengths, default=0),
+        "sequence_len": limit,
+        "tokens": sum(n for n in lengths if n <= limit),
+    }
     if lengths_out is not None and _rank0():
         lengths_out.write_text(json.dumps(report) + "\n")
     if lengths and too_long == len(lengths):
-        _fail(f"{path}: all {len(lengths)} samples are longer than sequence_len = {limit} tokens (longest "
-              f"{report['max_tokens']}); Axolotl would drop every one and stop with num_samples=0. Raise "
-              "train.sequence_len or lower harvest.chunking.max_tokens and harvest again")
+        _fail(
+            f"{path}: all {len(lengths)} samples are longer than sequence_len = {limit} tokens (longest "
+            f"{report['max_tokens']}); Axolotl would drop every one and stop with num_samples=0. Raise "
+            "train.sequence_len or lower harvest.chunking.max_tokens and harvest again"
+        )
     if too_long:
-        log.warning("%d of %d samples are longer than sequence_len = %d tokens; Axolotl drops them",
-                    too_long, len(lengths), limit)
+        log.warning(
+            "%d of %d samples are longer than sequence_len = %d tokens; Axolotl drops them",
+            too_long,
+            len(lengths),
+            limit,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,13 +37,15 @@ def prompt_messages(system_prompt: str, user: str) -> list[dict[str, str]]:
 
 def render_ids(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool = False) -> list[int]:
     """Token ids of ``messages`` under the tokenizer's chat template."""
-    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
-                                        return_dict=False, **CHAT_TEMPLATE_KWARGS)
+    out = tokenizer.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False, **CHAT_TEMPLATE_KWARGS
+    )
     return list(out)
 
 
 def render_text(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool = False) -> str:
     """The prompt string of ``messages`` under the tokenizer's chat template."""
-    text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
-                                              **CHAT_TEMPLATE_KWARGS)
+    text: str = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt, **CHAT_TEMPLATE_KWARGS
+    )
     return text

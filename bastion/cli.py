@@ -34,8 +34,7 @@ class BastionGroup(click.Group):
         except Exception as exc:  # unexpected: say what and how to see more
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            _report_error(ctx, f"unexpected error: {type(exc).__name__}: {exc} "
-                               "(rerun with --debug for the traceback)")
+            _report_error(ctx, f"unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             sys.exit(1)
 
 
@@ -93,16 +92,24 @@ def _stage_command(stage: str, doc: str) -> Callable[..., None]:
     return command
 
 
-main.command(name="harvest")(_stage_command(
-    "harvest", "Crawl and read RECIPE's sources into Alpaca JSONL plus a data-quality report."))
+main.command(name="harvest")(
+    _stage_command("harvest", "Crawl and read RECIPE's sources into Alpaca JSONL plus a data-quality report.")
+)
 main.command(name="train")(
     click.option("--dry-run", is_flag=True, help="Print the rendered Axolotl config and launch command; run nothing.")(
         click.option("--resume", is_flag=True, help="Continue from the last checkpoint in runs/<name>/train/output.")(
-            _stage_command("train", "Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data."))))
-main.command(name="eval")(_stage_command(
-    "eval", "Evaluate the base and the tuned model with lm-evaluation-harness and report the difference."))
-main.command(name="export")(_stage_command(
-    "export", "Merge the adapter, convert to GGUF, quantise, verify and write an Ollama Modelfile."))
+            _stage_command("train", "Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data.")
+        )
+    )
+)
+main.command(name="eval")(
+    _stage_command(
+        "eval", "Evaluate the base and the tuned model with lm-evaluation-harness and report the difference."
+    )
+)
+main.command(name="export")(
+    _stage_command("export", "Merge the adapter, convert to GGUF, quantise, verify and write an Ollama Modelfile.")
+)
 
 
 @main.command()
@@ -118,8 +125,15 @@ def serve(recipe: str, quant: str | None, host: str, port: int) -> None:
 
     r = _load(recipe)
     gguf = find_gguf(r, RunFolder.for_recipe(r), quant)
-    sys.exit(run_server(gguf, host=host, port=port, n_ctx=r.export["ollama"]["num_ctx"],
-                        alias=r.export["ollama"]["model_name"] or r.name))
+    sys.exit(
+        run_server(
+            gguf,
+            host=host,
+            port=port,
+            n_ctx=r.export["ollama"]["num_ctx"],
+            alias=r.export["ollama"]["model_name"] or r.name,
+        )
+    )
 
 
 @main.command()
@@ -168,8 +182,12 @@ def _run_all(recipe: str, force: tuple[str, ...] = ()) -> None:
     outcome = run_all(r, folder, force=force)
     for stage, status in outcome.items():
         log.info("  %-8s %s", stage, status)
-    where = {"data report": folder.root / "data" / "quality.md", "eval report": folder.root / "eval" / "report.md",
-             "Modelfile": folder.root / "export" / "Modelfile", "model card": folder.root / "export" / "README.md"}
+    where = {
+        "data report": folder.root / "data" / "quality.md",
+        "eval report": folder.root / "eval" / "report.md",
+        "Modelfile": folder.root / "export" / "Modelfile",
+        "model card": folder.root / "export" / "README.md",
+    }
     ggufs = sorted((folder.root / "export").glob("*.gguf"))
     for label, path in where.items():
         if path.exists():

@@ -35,8 +35,13 @@ GENERATED_MARKER = (
 )
 
 _JSON_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
-    (list, "array"), (dict, "object"), (type(None), "null"),
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+    (type(None), "null"),
 )
 
 
@@ -134,13 +139,16 @@ def _walk(node: dict[str, Any], path: str, depth: int, root: dict[str, Any], out
     if not props and node.get("additionalProperties", True) is not False:
         section.free_form = True
         value = _resolve(node.get("additionalProperties"), root)
-        section.rows.append(Row(
-            key=f"`{path}.<key>`" if path else "`<key>`",
-            type=_type(value) if value else "any",
-            default="—",
-            allowed=_allowed(value, root) if value else "any key",
-            description="Free-form: each key and value is passed through as written (this schema does not check them).",
-        ))
+        section.rows.append(
+            Row(
+                key=f"`{path}.<key>`" if path else "`<key>`",
+                type=_type(value) if value else "any",
+                default="—",
+                allowed=_allowed(value, root) if value else "any key",
+                description="Free-form: each key and value is passed through as written "
+                "(this schema does not check them).",
+            )
+        )
     for child, child_path in children:
         _walk(child, child_path, depth + 1, root, out)
 
@@ -152,8 +160,13 @@ def _row(path: str, prop: dict[str, Any], required: bool, child: str | None, roo
     if child is not None:
         link = f"see [`{child}`](#{Section(child, '', 0).anchor})"
         allowed = f"{allowed}; {link}" if allowed else link
-    return Row(key=key, type=_type(prop, root), default=default, allowed=allowed or "—",
-               description=_text(prop.get("description", "")) or "—")
+    return Row(
+        key=key,
+        type=_type(prop, root),
+        default=default,
+        allowed=allowed or "—",
+        description=_text(prop.get("description", "")) or "—",
+    )
 
 
 # --------------------------------------------------------------------------- formatting
@@ -310,8 +323,7 @@ def render(schema: dict[str, Any]) -> str:
             lines += [sec.description, ""]
         if sec.free_form:
             lines += ["Free-form: any keys are accepted here and passed on unchanged.", ""]
-        lines += ["| Key | Type | Default | Allowed values / range | Description |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["| Key | Type | Default | Allowed values / range | Description |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {r.key} | {r.type} | {r.default} | {r.allowed} | {r.description} |" for r in sec.rows]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -350,12 +362,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         current = None
     if args.check:
         if current is None:
-            log.error("%s is missing: run `just docs` (python -m bastion.docs) to generate it from %s",
-                      args.output, args.schema)
+            log.error(
+                "%s is missing: run `just docs` (python -m bastion.docs) to generate it from %s",
+                args.output,
+                args.schema,
+            )
             return 1
         if current != text:
-            log.error("%s is stale: it no longer matches %s; run `just docs` (python -m bastion.docs)",
-                      args.output, args.schema)
+            log.error(
+                "%s is stale: it no longer matches %s; run `just docs` (python -m bastion.docs)",
+                args.output,
+                args.schema,
+            )
             return 1
         log.info("%s is up to date", args.output)
         return 0

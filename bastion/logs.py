@@ -54,8 +54,7 @@ def setup_logging(verbose: bool = False, log_json: bool = False) -> None:
         from rich.logging import RichHandler
 
         console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-        handler = RichHandler(console=console, show_path=False, show_time=True, markup=False,
-                              rich_tracebacks=False)
+        handler = RichHandler(console=console, show_path=False, show_time=True, markup=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(_RedactingFilter())
     root = logging.getLogger()

@@ -21,8 +21,21 @@ from bastion.recipe import Recipe
 log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = (
-    "torch", "transformers", "tokenizers", "axolotl", "peft", "accelerate", "bitsandbytes", "datasets",
-    "trl", "lm_eval", "llama_cpp_python", "trafilatura", "datasketch", "textstat", "protego",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "axolotl",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "datasets",
+    "trl",
+    "lm_eval",
+    "llama_cpp_python",
+    "trafilatura",
+    "datasketch",
+    "textstat",
+    "protego",
 )
 
 
@@ -40,10 +53,17 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 def git_commit() -> str | None:
     """The repository's HEAD commit, with ``-dirty`` when the tree has changes; None outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")
@@ -112,9 +132,12 @@ class RunFolder:
 
     def stage_started(self, stage: str, recipe: Recipe) -> None:
         manifest = self.read_manifest()
-        manifest["stages"][stage] = {"status": "running", "started": now_iso(),
-                                     "section_hash": recipe.section_hash(_section_of(stage)),
-                                     "versions": package_versions()}
+        manifest["stages"][stage] = {
+            "status": "running",
+            "started": now_iso(),
+            "section_hash": recipe.section_hash(_section_of(stage)),
+            "versions": package_versions(),
+        }
         self.write_manifest(manifest)
 
     def stage_finished(self, stage: str, status: str, seconds: float, details: dict[str, Any] | None = None) -> None:

@@ -41,9 +41,12 @@ def load_tokenizer(recipe: Recipe) -> Any:
     except OSError as exc:
         hint = ""
         if recipe.base_model.get("gated") and not os.environ.get("HF_TOKEN"):
-            hint = (" The model is gated: accept its licence on the Hugging Face hub, then "
-                    "`export HF_TOKEN=...` (a read token) and run again.")
+            hint = (
+                " The model is gated: accept its licence on the Hugging Face hub, then "
+                "`export HF_TOKEN=...` (a read token) and run again."
+            )
         elif os.environ.get("HF_HUB_OFFLINE") == "1":
             hint = " HF_HUB_OFFLINE=1 is set and the model is not in the local cache."
-        raise MissingResourceError(f"cannot load the tokenizer of base model '{path}' "
-                                   f"(base_model.id in {recipe.path}): {exc}.{hint}") from None
+        raise MissingResourceError(
+            f"cannot load the tokenizer of base model '{path}' (base_model.id in {recipe.path}): {exc}.{hint}"
+        ) from None

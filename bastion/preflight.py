@@ -24,8 +24,9 @@ GIB = 1024**3
 def load_records(path: Path) -> list[dict[str, Any]]:
     """Read and validate train.jsonl (Alpaca records); errors name the file and the line."""
     if not path.is_file():
-        raise MissingResourceError(f"training data {path} not found: run `bastion harvest RECIPE` first "
-                                   "(or put Alpaca JSONL records there)")
+        raise MissingResourceError(
+            f"training data {path} not found: run `bastion harvest RECIPE` first (or put Alpaca JSONL records there)"
+        )
     validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS_DIR / "alpaca.schema.json").read_text()))
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -37,8 +38,9 @@ def load_records(path: Path) -> list[dict[str, Any]]:
             raise BadInputError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
         errors = sorted(e.message for e in validator.iter_errors(record))
         if errors:
-            raise BadInputError(f"{path}:{number}: not an Alpaca record (instruction, input, output): "
-                                f"{'; '.join(errors)}")
+            raise BadInputError(
+                f"{path}:{number}: not an Alpaca record (instruction, input, output): {'; '.join(errors)}"
+            )
         records.append(record)
     if not records:
         raise BadInputError(f"{path}: no records; the harvest produced nothing to train on")
@@ -57,8 +59,11 @@ def check_packages(recipe: Recipe) -> list[str]:
         need.append(("deepspeed", "train.distributed", "pip install -e '.[gpu]' (deepspeed)"))
     if t["tracking"]["backend"] in ("wandb", "mlflow"):
         need.append((t["tracking"]["backend"], "train.tracking.backend", f"pip install {t['tracking']['backend']}"))
-    return [f"{where} needs the Python package '{pkg}', which is not installed: {fix}"
-            for pkg, where, fix in need if importlib.util.find_spec(pkg) is None]
+    return [
+        f"{where} needs the Python package '{pkg}', which is not installed: {fix}"
+        for pkg, where, fix in need
+        if importlib.util.find_spec(pkg) is None
+    ]
 
 
 def check_gated(recipe: Recipe, base_model: str) -> str | None:
@@ -67,9 +72,11 @@ def check_gated(recipe: Recipe, base_model: str) -> str | None:
         return None
     if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or _cached(base_model):
         return None
-    return (f"base_model.id '{base_model}' is gated on the Hugging Face hub: accept its licence on the model "
-            "page with your account, create a read token (Settings > Access Tokens), then `export HF_TOKEN=...` "
-            "and run again (the token is read from the environment only and never written to the run folder)")
+    return (
+        f"base_model.id '{base_model}' is gated on the Hugging Face hub: accept its licence on the model "
+        "page with your account, create a read token (Settings > Access Tokens), then `export HF_TOKEN=...` "
+        "and run again (the token is read from the environment only and never written to the run folder)"
+    )
 
 
 def _cached(repo_id: str) -> bool:
@@ -117,15 +124,19 @@ def check_gpu(recipe: Recipe, model_config: dict[str, Any]) -> list[str]:
     if not torch.cuda.is_available():
         if recipe.train["device"] == "auto":
             return []
-        return [f"train.device is 'cuda' in {recipe.path} but no CUDA GPU is visible to PyTorch "
-                f"(torch {torch.__version__}); run on a GPU machine (see README, 'The GPU path' or the Docker "
-                "image), or use a CPU recipe such as recipes/tiny-cpu.yaml"]
+        return [
+            f"train.device is 'cuda' in {recipe.path} but no CUDA GPU is visible to PyTorch "
+            f"(torch {torch.__version__}); run on a GPU machine (see README, 'The GPU path' or the Docker "
+            "image), or use a CPU recipe such as recipes/tiny-cpu.yaml"
+        ]
     need = estimate_gpu_memory(recipe, model_config)
     free, total = torch.cuda.mem_get_info(0)
     if need > total:
-        return [f"training needs about {need / GIB:.1f} GiB per GPU (estimate) but GPU 0 has {total / GIB:.1f} GiB; "
-                "lower train.micro_batch_size or train.sequence_len, keep gradient_checkpointing on, or use more "
-                "GPUs with train.distributed"]
+        return [
+            f"training needs about {need / GIB:.1f} GiB per GPU (estimate) but GPU 0 has {total / GIB:.1f} GiB; "
+            "lower train.micro_batch_size or train.sequence_len, keep gradient_checkpointing on, or use more "
+            "GPUs with train.distributed"
+        ]
     if need > free:
         log.warning("training needs about %.1f GiB but only %.1f GiB of GPU 0 is free now", need / GIB, free / GIB)
     return []

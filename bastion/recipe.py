@@ -68,8 +68,11 @@ class Recipe:
 
     def section_hash(self, section: str) -> str:
         """Hash of one section (plus base model and system prompt) to tell whether a stage must rerun."""
-        payload = {"section": self.data.get(section), "base_model": self.base_model,
-                   "system_prompt": self.system_prompt}
+        payload = {
+            "section": self.data.get(section),
+            "base_model": self.base_model,
+            "system_prompt": self.system_prompt,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def resolve_path(self, value: str) -> Path:
@@ -134,8 +137,9 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[str, Any], dict[PathParts, 
         problem = getattr(exc, "problem", None) or str(exc)
         raise BadInputError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
-        raise BadInputError(f"{path}: a recipe must be a YAML mapping (name:, base_model:, ...), "
-                            f"got {type(data).__name__}")
+        raise BadInputError(
+            f"{path}: a recipe must be a YAML mapping (name:, base_model:, ...), got {type(data).__name__}"
+        )
     lines: dict[PathParts, int] = {}
     duplicates: list[Violation] = []
     if node is not None:
@@ -145,8 +149,7 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[str, Any], dict[PathParts, 
     return data, lines
 
 
-def _index_lines(node: yaml.Node, prefix: PathParts, out: dict[PathParts, int],
-                 duplicates: list[Violation]) -> None:
+def _index_lines(node: yaml.Node, prefix: PathParts, out: dict[PathParts, int], duplicates: list[Violation]) -> None:
     """Map each path to its line; YAML keeps the last of two equal keys silently, so report those."""
     out.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -154,8 +157,13 @@ def _index_lines(node: yaml.Node, prefix: PathParts, out: dict[PathParts, int],
             path = prefix + (str(key_node.value),)
             line = key_node.start_mark.line + 1
             if path in out and path != prefix:
-                duplicates.append(Violation(format_path(path), f"key given twice (first on line {out[path]}); "
-                                            "YAML would silently keep only the last one", line))
+                duplicates.append(
+                    Violation(
+                        format_path(path),
+                        f"key given twice (first on line {out[path]}); YAML would silently keep only the last one",
+                        line,
+                    )
+                )
             out[path] = line
             _index_lines(value_node, path, out, duplicates)
     elif isinstance(node, yaml.SequenceNode):
@@ -235,8 +243,7 @@ def _explain(error: jsonschema.ValidationError, root: dict[str, Any]) -> list[tu
         return [(path, f"got {shown}, expected a number {bounds[kind]} {error.validator_value}")]
     if kind == "pattern":
         desc = sub.get("description", "")
-        return [(path, f"got {shown}, expected text matching {error.validator_value}"
-                       + (f" ({desc})" if desc else ""))]
+        return [(path, f"got {shown}, expected text matching {error.validator_value}" + (f" ({desc})" if desc else ""))]
     if kind in ("minItems", "maxItems", "minLength", "maxLength", "uniqueItems"):
         return [(path, f"got {shown}: {error.message.replace(repr(value), '').strip()}")]
     if kind in ("oneOf", "anyOf"):
@@ -246,8 +253,15 @@ def _explain(error: jsonschema.ValidationError, root: dict[str, Any]) -> list[tu
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "mapping", list: "list", str: "text", bool: "boolean", int: "integer",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "mapping",
+        list: "list",
+        str: "text",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _show(value: Any) -> str:
@@ -271,8 +285,9 @@ def fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any] | 
             fill_defaults(item, schema["items"], root)
 
 
-def _safe_cross_field_violations(data: dict[str, Any], lines: dict[PathParts, int],
-                                 already: set[str]) -> list[Violation]:
+def _safe_cross_field_violations(
+    data: dict[str, Any], lines: dict[PathParts, int], already: set[str]
+) -> list[Violation]:
     """Cross-field checks on a recipe that may also have schema errors (then some are skipped)."""
     try:
         found = cross_field_violations(data, lines)
@@ -288,45 +303,83 @@ def cross_field_violations(data: dict[str, Any], lines: dict[PathParts, int] | N
     base, train, harvest = data["base_model"], data["train"], data["harvest"]
     max_pos = base.get("max_position_embeddings")
     if max_pos and train["sequence_len"] > max_pos:
-        out.append((("train", "sequence_len"), f"got {train['sequence_len']}, expected at most the base "
-                    f"model's context length base_model.max_position_embeddings = {max_pos}"))
+        out.append(
+            (
+                ("train", "sequence_len"),
+                f"got {train['sequence_len']}, expected at most the base "
+                f"model's context length base_model.max_position_embeddings = {max_pos}",
+            )
+        )
     bits = train["quantization"]["bits"]
     if train["adapter"] == "qlora" and bits != 4:
-        out.append((("train", "quantization", "bits"), f"got {_show(bits)}, expected 4: adapter 'qlora' "
-                    "trains on a 4-bit base (use adapter 'lora' for 8-bit or unquantised)"))
+        out.append(
+            (
+                ("train", "quantization", "bits"),
+                f"got {_show(bits)}, expected 4: adapter 'qlora' "
+                "trains on a 4-bit base (use adapter 'lora' for 8-bit or unquantised)",
+            )
+        )
     if train["adapter"] == "lora" and bits == 4:
-        out.append((("train", "adapter"), "got \"lora\" with quantization.bits 4, expected 'qlora' "
-                    "(a 4-bit base is QLoRA)"))
+        out.append(
+            (("train", "adapter"), "got \"lora\" with quantization.bits 4, expected 'qlora' (a 4-bit base is QLoRA)")
+        )
     if train["device"] == "cpu":
-        for key, bad, why in (("flash_attention", True, "FlashAttention needs a CUDA GPU"),
-                              ("precision", "fp16", "fp16 mixed precision needs a GPU; use fp32"),
-                              ("precision", "bf16", "bf16 mixed precision is not used on CPU; use fp32")):
+        for key, bad, why in (
+            ("flash_attention", True, "FlashAttention needs a CUDA GPU"),
+            ("precision", "fp16", "fp16 mixed precision needs a GPU; use fp32"),
+            ("precision", "bf16", "bf16 mixed precision is not used on CPU; use fp32"),
+        ):
             if train[key] == bad:
                 out.append((("train", key), f"got {_show(bad)} with device 'cpu': {why}"))
         if train["distributed"] != "none":
-            out.append((("train", "distributed"), f"got {_show(train['distributed'])} with device "
-                        "'cpu', expected 'none' (DeepSpeed and FSDP need GPUs)"))
+            out.append(
+                (
+                    ("train", "distributed"),
+                    f"got {_show(train['distributed'])} with device "
+                    "'cpu', expected 'none' (DeepSpeed and FSDP need GPUs)",
+                )
+            )
         if train["optimizer"].startswith("paged_") or train["optimizer"].endswith("bnb_8bit"):
-            out.append((("train", "optimizer"), f"got {_show(train['optimizer'])} with device 'cpu', "
-                        "expected 'adamw_torch' (8-bit and paged optimisers need CUDA)"))
+            out.append(
+                (
+                    ("train", "optimizer"),
+                    f"got {_show(train['optimizer'])} with device 'cpu', "
+                    "expected 'adamw_torch' (8-bit and paged optimisers need CUDA)",
+                )
+            )
     if train["tracking"]["backend"] == "wandb" and not train["tracking"]["project"]:
         out.append((("train", "tracking", "project"), "missing: W&B tracking needs a project name"))
     if train["max_steps"] is not None and train["save_steps"] > train["max_steps"]:
-        out.append((("train", "save_steps"), f"got {train['save_steps']}, expected at most "
-                    f"train.max_steps = {train['max_steps']} (no checkpoint would be saved)"))
+        out.append(
+            (
+                ("train", "save_steps"),
+                f"got {train['save_steps']}, expected at most "
+                f"train.max_steps = {train['max_steps']} (no checkpoint would be saved)",
+            )
+        )
     dedup = harvest["dedup"]
     if dedup["bands"] * dedup["rows"] > dedup["num_perm"]:
-        out.append((("harvest", "dedup", "bands"), f"bands x rows = {dedup['bands'] * dedup['rows']}, "
-                    f"expected at most num_perm = {dedup['num_perm']}"))
+        out.append(
+            (
+                ("harvest", "dedup", "bands"),
+                f"bands x rows = {dedup['bands'] * dedup['rows']}, expected at most num_perm = {dedup['num_perm']}",
+            )
+        )
     quality = harvest["quality"]
     for low, high in (("min_chars", "max_chars"), ("min_words", "max_words"), ("min_grade", "max_grade")):
         if quality[low] > quality[high]:
-            out.append((("harvest", "quality", low), f"got {quality[low]}, expected at most "
-                        f"quality.{high} = {quality[high]}"))
+            out.append(
+                (("harvest", "quality", low), f"got {quality[low]}, expected at most quality.{high} = {quality[high]}")
+            )
     chunk_max = harvest["chunking"]["max_tokens"]
     if chunk_max is not None and chunk_max >= train["sequence_len"]:
-        out.append((("harvest", "chunking", "max_tokens"), f"got {chunk_max}, expected less than "
-                    f"train.sequence_len = {train['sequence_len']} (room is needed for the prompt)"))
+        out.append(
+            (
+                ("harvest", "chunking", "max_tokens"),
+                f"got {chunk_max}, expected less than "
+                f"train.sequence_len = {train['sequence_len']} (room is needed for the prompt)",
+            )
+        )
     for i, source in enumerate(harvest["sources"]):
         where: PathParts = ("harvest", "sources", i)
         if source["kind"] == "web" and not (source["start_urls"] or source["sitemaps"]):
@@ -336,11 +389,17 @@ def cross_field_violations(data: dict[str, Any], lines: dict[PathParts, int] | N
     names = [s["name"] for s in harvest["sources"]]
     for i, name in enumerate(names):
         if name in names[:i]:
-            out.append((("harvest", "sources", i, "name"), f"got {_show(name)}, expected a name not used "
-                        "by another source"))
+            out.append(
+                (("harvest", "sources", i, "name"), f"got {_show(name)}, expected a name not used by another source")
+            )
     export = data["export"]
     q = export["ollama"]["quantization"]
     if q is not None and q not in export["quantizations"] and q != export["outtype"]:
-        out.append((("export", "ollama", "quantization"), f"got {_show(q)}, expected one of "
-                    f"export.quantizations {export['quantizations']} or '{export['outtype']}'"))
+        out.append(
+            (
+                ("export", "ollama", "quantization"),
+                f"got {_show(q)}, expected one of "
+                f"export.quantizations {export['quantizations']} or '{export['outtype']}'",
+            )
+        )
     return [Violation(format_path(p), m, _line_for(lines, p)) for p, m in out]

@@ -49,8 +49,7 @@ def stage_inputs_hash(stage: str, recipe: Recipe, folder: RunFolder) -> str:
     elif stage == "train":
         paths.append(folder.root / "data" / "train.jsonl")
     else:
-        paths += [folder.root / "train" / "adapter" / "adapter_model.safetensors",
-                  folder.root / "data" / "train.jsonl"]
+        paths += [folder.root / "train" / "adapter" / "adapter_model.safetensors", folder.root / "data" / "train.jsonl"]
         if stage == "eval":
             from evals.runner import TASKS_DIR
 
@@ -93,15 +92,17 @@ def run_stage(stage: str, recipe: Recipe, folder: RunFolder, **options: Any) -> 
     return details
 
 
-def run_all(recipe: Recipe, folder: RunFolder, stages: list[str] | None = None,
-            force: tuple[str, ...] = ()) -> dict[str, str]:
+def run_all(
+    recipe: Recipe, folder: RunFolder, stages: list[str] | None = None, force: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Run the stages in order, skipping those whose inputs are unchanged since their last success
     (``force`` reruns the named ones); a failure stops the chain."""
     outcome: dict[str, str] = {}
     for stage in stages or list(STAGES):
         if stage not in force and "all" not in force and is_up_to_date(stage, recipe, folder):
-            log.info("%s: up to date (inputs unchanged since its last run), skipped; --force %s reruns it",
-                     stage, stage)
+            log.info(
+                "%s: up to date (inputs unchanged since its last run), skipped; --force %s reruns it", stage, stage
+            )
             outcome[stage] = "up to date"
             continue
         try:

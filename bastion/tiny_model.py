@@ -200,23 +200,29 @@ def _build_fast_tokenizer(vocab: Llama3Vocab) -> Any:
     )
     tok = Tokenizer(bpe)
     tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
-    ])
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True),
-        processors.TemplateProcessing(
-            single=f"{BOS} $A",
-            pair=f"{BOS} $A {BOS}:1 $B:1",
-            special_tokens=[(BOS, FIRST_SPECIAL_ID)],
-        ),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+        ]
+    )
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A",
+                pair=f"{BOS} $A {BOS}:1 $B:1",
+                special_tokens=[(BOS, FIRST_SPECIAL_ID)],
+            ),
+        ]
+    )
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
-    tok.add_special_tokens([
-        AddedToken(name, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
-        for name in vocab.special
-    ])
+    tok.add_special_tokens(
+        [
+            AddedToken(name, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
+            for name in vocab.special
+        ]
+    )
     for offset, name in enumerate(vocab.special):
         if tok.token_to_id(name) != FIRST_SPECIAL_ID + offset:
             raise RuntimeError(f"special token {name} did not get id {FIRST_SPECIAL_ID + offset}")
@@ -224,8 +230,14 @@ def _build_fast_tokenizer(vocab: Llama3Vocab) -> Any:
 
 
 def _added_token_entry(name: str) -> dict[str, Any]:
-    return {"content": name, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False, "special": True}
+    return {
+        "content": name,
+        "lstrip": False,
+        "normalized": False,
+        "rstrip": False,
+        "single_word": False,
+        "special": True,
+    }
 
 
 def build_tokenizer(out_dir: Path) -> None:

@@ -58,8 +58,9 @@ class TrainLog:
     errors: list[str] = field(default_factory=list)
 
 
-def run_train(recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resume: bool = False,
-              **_: Any) -> dict[str, Any]:
+def run_train(
+    recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resume: bool = False, **_: Any
+) -> dict[str, Any]:
     """Stage entry point: preflight, render and write the config, launch the trainer, collect the adapter."""
     train_dir = folder.stage_dir("train")
     paths = TrainPaths(train_dir=train_dir, messages=train_dir / "messages.jsonl")
@@ -70,8 +71,13 @@ def run_train(recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resum
     if gated:
         raise MissingResourceError(gated)
     model_config = read_model_config(base, recipe)
-    cfg = render_config(recipe, base, paths, model_type=str(model_config.get("model_type", "llama")),
-                        eot_token=_eot_override(base, model_config))
+    cfg = render_config(
+        recipe,
+        base,
+        paths,
+        model_type=str(model_config.get("model_type", "llama")),
+        eot_token=_eot_override(base, model_config),
+    )
     config_text = yaml.safe_dump(cfg, sort_keys=False)
     resume_from = latest_checkpoint(paths.output_dir) if resume else None
     command = launch_command(recipe, paths.config, resume_from=resume_from)
@@ -84,8 +90,11 @@ def run_train(recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resum
             log.warning("preflight: %s", problem)
         return {"dry_run": True}
 
-    raise_problems(check_packages(recipe) + check_gpu(recipe, model_config)
-                   + check_disk(train_dir, _checkpoint_bytes(recipe, model_config)))
+    raise_problems(
+        check_packages(recipe)
+        + check_gpu(recipe, model_config)
+        + check_disk(train_dir, _checkpoint_bytes(recipe, model_config))
+    )
     write_jsonl(paths.messages, ({"messages": record_messages(r, recipe.system_prompt)} for r in records))
     write_text(paths.config, config_text)
     if resume and resume_from is None:
@@ -121,8 +130,14 @@ def run_train(recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resum
         "versions": package_versions(),
         "command": command,
     }
-    log.info("train: %d steps, loss %s -> %s, eval loss %s, adapter in %s", steps, details["first_train_loss"],
-             details["final_train_loss"], details["final_eval_loss"], adapter)
+    log.info(
+        "train: %d steps, loss %s -> %s, eval loss %s, adapter in %s",
+        steps,
+        details["first_train_loss"],
+        details["final_train_loss"],
+        details["final_eval_loss"],
+        adapter,
+    )
     return details
 
 
@@ -137,8 +152,9 @@ def read_model_config(base: str, recipe: Recipe) -> dict[str, Any]:
         config: dict[str, Any] = json.loads(local.read_text())
         return config
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "cannot read it"
-        raise MissingResourceError(f"cannot read the config of base model '{base}' (base_model.id in "
-                                   f"{recipe.path}): {exc}") from None
+        raise MissingResourceError(
+            f"cannot read the config of base model '{base}' (base_model.id in {recipe.path}): {exc}"
+        ) from None
 
 
 def _eot_override(base: str, model_config: dict[str, Any]) -> str | None:
@@ -166,8 +182,17 @@ def launch_command(recipe: Recipe, config: Path, resume_from: Path | None = None
     """``axolotl train`` with the right launcher: python for one device, accelerate for several GPUs."""
     t = recipe.train
     gpus = _gpu_count(recipe)
-    module = ["-m", "bastion.axolotl_launch", str(config), "--device", t["device"], "--distributed",
-              t["distributed"], "--lengths-out", str(config.parent / "lengths.json")]
+    module = [
+        "-m",
+        "bastion.axolotl_launch",
+        str(config),
+        "--device",
+        t["device"],
+        "--distributed",
+        t["distributed"],
+        "--lengths-out",
+        str(config.parent / "lengths.json"),
+    ]
     if t["num_gpus"]:
         module += ["--num-gpus", str(t["num_gpus"])]
     if resume_from is not None:
@@ -208,16 +233,19 @@ def launch(command: list[str], log_path: Path, *, cuda: bool) -> TrainerRun:
     gpu_peak = _GpuPeak() if cuda else None
     start = time.monotonic()
     with log_path.open("ab") as sink:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         try:
             assert proc.stdout is not None
             _pump(proc.stdout, sink, parsed, start)
             code = proc.wait()
         except KeyboardInterrupt:
             _stop(proc)
-            raise BastionError(f"training interrupted; the log is in {log_path}. Continue from the last "
-                               "checkpoint with `bastion train RECIPE --resume`") from None
+            raise BastionError(
+                f"training interrupted; the log is in {log_path}. Continue from the last "
+                "checkpoint with `bastion train RECIPE --resume`"
+            ) from None
         finally:
             if gpu_peak is not None:
                 gpu_peak.stop()
@@ -248,7 +276,7 @@ def _handle_line(line: str, parsed: TrainLog, start: float) -> None:
     if not line:
         return
     if line.startswith(ERROR_PREFIX):
-        parsed.errors.append(line[len(ERROR_PREFIX):])
+        parsed.errors.append(line[len(ERROR_PREFIX) :])
         return
     for match in _METRICS.finditer(line):
         try:

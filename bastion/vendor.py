@@ -68,8 +68,19 @@ def llama_cpp_dir(version: str | None = None) -> Path:
 
 
 def _download_sdist(version: str, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-           f"llama-cpp-python=={version}", "-d", str(into)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        f"llama-cpp-python=={version}",
+        "-d",
+        str(into),
+    ]
     log.info("downloading the llama-cpp-python %s sdist (llama.cpp converter and vocabularies)", version)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     found = sorted(into.glob("llama_cpp_python-*.tar.gz"))

@@ -401,9 +401,7 @@ def _scripts(rng: random.Random, spec: PageSpec, pad_to: int) -> str:
             "version": f"{rng.randint(1, 9)}.{rng.randint(0, 40)}.{rng.randint(0, 9)}",
             "commit": f"{rng.getrandbits(160):040x}",
         },
-        "features": {
-            k: rng.random() < 0.5 for k in ("search", "feedback", "darkMode", "copyButtons", "versions")
-        },
+        "features": {k: rng.random() < 0.5 for k in ("search", "feedback", "darkMode", "copyButtons", "versions")},
         "i18n": {},
     }
     strings: dict[str, str] = data["i18n"]  # type: ignore[assignment]
@@ -438,9 +436,7 @@ def _scripts(rng: random.Random, spec: PageSpec, pad_to: int) -> str:
     return f'{analytics}<script id="__DOCS_DATA__" type="application/json">{blob}</script>'
 
 
-def _article_html(
-    spec: PageSpec, specs: list[PageSpec], rng: random.Random
-) -> tuple[str, list[tuple[str, str]]]:
+def _article_html(spec: PageSpec, specs: list[PageSpec], rng: random.Random) -> tuple[str, list[tuple[str, str]]]:
     """The article body (h1, lead, sections) and its table of contents entries."""
     toc: list[tuple[str, str]] = []
     parts = [f"<h1>{html.escape(spec.title)}</h1>", spec.lead]
@@ -618,9 +614,7 @@ def _render(spec: PageSpec, specs: list[PageSpec], theme: str, target: int, rng:
 
 def _trim_to_limit(spec: PageSpec) -> PageSpec:
     """Copy of ``spec`` with its last section removed (used when a page grows past the size limit)."""
-    return PageSpec(
-        spec.index, spec.topic, spec.title, spec.slug, spec.lead, spec.sections[:-1], spec.duplicate_of
-    )
+    return PageSpec(spec.index, spec.topic, spec.title, spec.slug, spec.lead, spec.sections[:-1], spec.duplicate_of)
 
 
 def _index_page(specs: list[PageSpec]) -> str:

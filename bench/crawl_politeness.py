@@ -93,23 +93,44 @@ def host_report(srv: FixtureServer, started: float) -> HostReport:
     index = [h.time - started for h in hits if h.path == "/"]
     linked = [h.time - started for h in hits if h.path not in ("/", "/robots.txt")]
     between = gaps([h.time for h in hits])
-    return HostReport(srv.host, len(hits), len(index) + len(linked), min(index, default=0.0),
-                      min(linked, default=0.0), max(linked, default=0.0), min(between, default=float("inf")))
+    return HostReport(
+        srv.host,
+        len(hits),
+        len(index) + len(linked),
+        min(index, default=0.0),
+        min(linked, default=0.0),
+        max(linked, default=0.0),
+        min(between, default=float("inf")),
+    )
 
 
 def run(n_hosts: int, n_pages: int, delay: float, latency: float) -> None:
     politeness: dict[str, Any] = {
-        "delay_seconds": delay, "per_host_concurrency": 1, "max_concurrency": n_hosts,
-        "respect_robots_txt": True, "allow_private_addresses": True,
-        "timeout_seconds": 5.0, "max_retries": 1, "backoff_seconds": 0.1, "max_backoff_seconds": 1.0,
+        "delay_seconds": delay,
+        "per_host_concurrency": 1,
+        "max_concurrency": n_hosts,
+        "respect_robots_txt": True,
+        "allow_private_addresses": True,
+        "timeout_seconds": 5.0,
+        "max_retries": 1,
+        "backoff_seconds": 0.1,
+        "max_backoff_seconds": 1.0,
     }
     total = n_hosts * n_pages
     pages: list[FetchedPage] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
-        servers = [stack.enter_context(FixtureServer(site_routes(f"h{k}", n_pages, latency), host=f"127.0.0.{k + 2}"))
-                   for k in range(n_hosts)]
-        source = {"name": "bench", "kind": "web", "start_urls": [s.url("/") for s in servers],
-                  "allowed_domains": [s.host for s in servers], "max_pages": total, "max_depth": 2}
+        servers = [
+            stack.enter_context(FixtureServer(site_routes(f"h{k}", n_pages, latency), host=f"127.0.0.{k + 2}"))
+            for k in range(n_hosts)
+        ]
+        source = {
+            "name": "bench",
+            "kind": "web",
+            "start_urls": [s.url("/") for s in servers],
+            "allowed_domains": [s.host for s in servers],
+            "max_pages": total,
+            "max_depth": 2,
+        }
         state = CrawlState(Path(tmp) / "state.sqlite")
         started_wall, t0 = time.time(), time.perf_counter()
         stats = crawl(source, politeness, UA, state, lambda p, conn: pages.append(p))
@@ -121,23 +142,33 @@ def run(n_hosts: int, n_pages: int, delay: float, latency: float) -> None:
     rate = len(pages) / elapsed
     ratio = rate / limit
     ideal = n_pages * delay + latency  # per host: robots.txt + n_pages requests, n_pages gaps
-    print(f"{n_hosts} hosts x {n_pages} pages (index + {n_pages - 1} linked), {latency * 1000:.0f} ms per "
-          f"response, delay {delay} s, per_host_concurrency 1, max_concurrency {n_hosts}")
-    print(f"crawl: {len(pages)}/{total} pages in {elapsed:.2f} s ({stats.requests_this_run} requests, "
-          f"failed {stats.failed or 0}, refused {stats.refused or 0}); an ideal polite crawl takes ~{ideal:.2f} s")
+    print(
+        f"{n_hosts} hosts x {n_pages} pages (index + {n_pages - 1} linked), {latency * 1000:.0f} ms per "
+        f"response, delay {delay} s, per_host_concurrency 1, max_concurrency {n_hosts}"
+    )
+    print(
+        f"crawl: {len(pages)}/{total} pages in {elapsed:.2f} s ({stats.requests_this_run} requests, "
+        f"failed {stats.failed or 0}, refused {stats.refused or 0}); an ideal polite crawl takes ~{ideal:.2f} s"
+    )
     for r in reports:
-        print(f"  {r.host}: {r.requests} requests ({r.pages} pages): index at {r.index:5.2f} s, linked pages "
-              f"from {r.first:6.2f} s to {r.last:6.2f} s, min gap {r.min_gap * 1000:.1f} ms")
+        print(
+            f"  {r.host}: {r.requests} requests ({r.pages} pages): index at {r.index:5.2f} s, linked pages "
+            f"from {r.first:6.2f} s to {r.last:6.2f} s, min gap {r.min_gap * 1000:.1f} ms"
+        )
     span = max(r.last for r in reports) - min(r.first for r in reports)
     busy = sum(r.last - r.first for r in reports) / span if span > 0 else float("nan")
     print(f"hosts busy at once during depth 1 (sum of per-host spans / depth-1 span): {busy:.2f} of {n_hosts}")
     min_gap = min(r.min_gap for r in reports)
     violated = min_gap < delay - GAP_TOLERANCE
-    print(f"throughput: {rate:.2f} pages/s, politeness limit {limit:.2f} pages/s ({n_hosts} hosts / {delay} s), "
-          f"ratio {ratio:.3f}  goal >= {RATIO_GOAL}: {'met' if ratio >= RATIO_GOAL else 'NOT met'}")
-    print(f"min gap between two requests to one host (server side): {min_gap * 1000:.1f} ms, delay "
-          f"{delay * 1000:.0f} ms; any gap < delay - {GAP_TOLERANCE * 1000:.0f} ms: {'YES' if violated else 'no'}  "
-          f"goal never: {'NOT met' if violated else 'met'}")
+    print(
+        f"throughput: {rate:.2f} pages/s, politeness limit {limit:.2f} pages/s ({n_hosts} hosts / {delay} s), "
+        f"ratio {ratio:.3f}  goal >= {RATIO_GOAL}: {'met' if ratio >= RATIO_GOAL else 'NOT met'}"
+    )
+    print(
+        f"min gap between two requests to one host (server side): {min_gap * 1000:.1f} ms, delay "
+        f"{delay * 1000:.0f} ms; any gap < delay - {GAP_TOLERANCE * 1000:.0f} ms: {'YES' if violated else 'no'}  "
+        f"goal never: {'NOT met' if violated else 'met'}"
+    )
 
 
 def main() -> None:

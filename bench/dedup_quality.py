@@ -72,7 +72,7 @@ def vocabulary(rng: random.Random, size: int = 30000) -> list[str]:
 
 
 def shingles(words: list[str]) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
+    return {tuple(words[i : i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)}
 
 
 def exact_jaccard(a: list[str], b: list[str]) -> float:
@@ -121,18 +121,22 @@ def make_pairs(seed: int) -> list[Pair]:
     return pairs
 
 
-def evaluate(pair_sets: list[list[Pair]], threshold: float, num_perm: int, bands: int, rows: int,
-             margin: float) -> dict:
+def evaluate(
+    pair_sets: list[list[Pair]], threshold: float, num_perm: int, bands: int, rows: int, margin: float
+) -> dict:
     """Pooled metrics over the pair sets, plus the worst set's value of each goal metric."""
     runs = [_run(pairs, threshold, num_perm, bands, rows, margin) for pairs in pair_sets]
     pooled = {k: sum(r[k] for r in runs) for k in runs[0] if k.startswith("n_")}
     result = _metrics(pooled)
     worst = [_metrics(r) for r in runs]
     result["worst"] = {m: min(w[m] for w in worst) for m in GOALS}
-    result["buckets"] = {lvl: (sum(r["buckets"][lvl][0] for r in runs),
-                               sum(r["buckets"][lvl][1] for r in runs) / max(1, sum(r["buckets"][lvl][0]
-                                                                                   for r in runs)))
-                         for lvl in LEVELS}
+    result["buckets"] = {
+        lvl: (
+            sum(r["buckets"][lvl][0] for r in runs),
+            sum(r["buckets"][lvl][1] for r in runs) / max(1, sum(r["buckets"][lvl][0] for r in runs)),
+        )
+        for lvl in LEVELS
+    }
     result["unrelated_flags"] = sum(r["unrelated_flags"] for r in runs)
     result["flagged"] = pooled["n_flagged"]
     result["ms_per_doc"] = sum(r["ms_per_doc"] for r in runs) / len(runs)
@@ -140,9 +144,11 @@ def evaluate(pair_sets: list[list[Pair]], threshold: float, num_perm: int, bands
 
 
 def _metrics(c: dict) -> dict:
-    return {"recall@0.80": c["n_detected_80"] / c["n_pairs_80"],
-            "recall@0.85": c["n_detected_85"] / c["n_pairs_85"],
-            "precision": c["n_correct"] / c["n_flagged"] if c["n_flagged"] else 1.0}
+    return {
+        "recall@0.80": c["n_detected_80"] / c["n_pairs_80"],
+        "recall@0.85": c["n_detected_85"] / c["n_pairs_85"],
+        "precision": c["n_correct"] / c["n_flagged"] if c["n_flagged"] else 1.0,
+    }
 
 
 def _run(pairs: list[Pair], threshold: float, num_perm: int, bands: int, rows: int, margin: float) -> dict:
@@ -176,16 +182,22 @@ def _run(pairs: list[Pair], threshold: float, num_perm: int, bands: int, rows: i
 
 def report(name: str, res: dict) -> None:
     print(f"\n{name}")
-    print("  per-level flag rate (by exact Jaccard, +-0.025): "
-          + ", ".join(f"{lvl:.2f}: {rate:.3f}" for lvl, (n, rate) in res["buckets"].items())
-          + f" (about {min(n for n, _ in res['buckets'].values())} pairs each)")
-    print(f"  unrelated documents flagged: {res['unrelated_flags']}; flagged in all: {res['flagged']}; "
-          f"{res['ms_per_doc']:.2f} ms per check+add")
+    print(
+        "  per-level flag rate (by exact Jaccard, +-0.025): "
+        + ", ".join(f"{lvl:.2f}: {rate:.3f}" for lvl, (n, rate) in res["buckets"].items())
+        + f" (about {min(n for n, _ in res['buckets'].values())} pairs each)"
+    )
+    print(
+        f"  unrelated documents flagged: {res['unrelated_flags']}; flagged in all: {res['flagged']}; "
+        f"{res['ms_per_doc']:.2f} ms per check+add"
+    )
     for metric, goal in GOALS.items():
         value, worst = res[metric], res["worst"][metric]
-        print(f"  {metric:<12} {value:.4f}  goal >= {goal:.2f}  ratio {value / goal:.3f}  "
-              f"{'MET' if value >= goal else 'NOT MET':<7}  (worst of {len(SEEDS)} sets {worst:.4f}: "
-              f"{'met' if worst >= goal else 'not met'})")
+        print(
+            f"  {metric:<12} {value:.4f}  goal >= {goal:.2f}  ratio {value / goal:.3f}  "
+            f"{'MET' if value >= goal else 'NOT MET':<7}  (worst of {len(SEEDS)} sets {worst:.4f}: "
+            f"{'met' if worst >= goal else 'not met'})"
+        )
 
 
 def main() -> None:
@@ -196,13 +208,20 @@ def main() -> None:
     pair_sets = [make_pairs(seed) for seed in SEEDS]
     levels = sorted({round(p.jaccard, 2) for pairs in pair_sets for p in pairs if p.level is not None})
     d = schema_defaults()
-    print(f"{len(SEEDS)} sets of {len(pair_sets[0])} pairs; exact Jaccard from {min(levels):.2f} to "
-          f"{max(levels):.2f}; precision counts a flag as correct when it names the pair's own document "
-          f"and exact J >= {d['threshold'] - TOLERANCE:.2f}")
+    print(
+        f"{len(SEEDS)} sets of {len(pair_sets[0])} pairs; exact Jaccard from {min(levels):.2f} to "
+        f"{max(levels):.2f}; precision counts a flag as correct when it names the pair's own document "
+        f"and exact J >= {d['threshold'] - TOLERANCE:.2f}"
+    )
     r = RECOMMENDED
     configs = [
-        (f"schema defaults, Deduper default margin {DEFAULT_MARGIN}", d["num_perm"], d["bands"], d["rows"],
-         DEFAULT_MARGIN),
+        (
+            f"schema defaults, Deduper default margin {DEFAULT_MARGIN}",
+            d["num_perm"],
+            d["bands"],
+            d["rows"],
+            DEFAULT_MARGIN,
+        ),
         (f"recommended, margin {r['margin']}", r["num_perm"], r["bands"], r["rows"], r["margin"]),
     ]
     if args.sweep:
@@ -214,8 +233,10 @@ def main() -> None:
             ("256 perm, 32x8, margin 0.01", 256, 32, 8, 0.01),
         ]
     for name, num_perm, bands, rows, margin in configs:
-        report(f"{name}: threshold {d['threshold']}, num_perm {num_perm}, bands {bands}, rows {rows}",
-               evaluate(pair_sets, d["threshold"], num_perm, bands, rows, margin))
+        report(
+            f"{name}: threshold {d['threshold']}, num_perm {num_perm}, bands {bands}, rows {rows}",
+            evaluate(pair_sets, d["threshold"], num_perm, bands, rows, margin),
+        )
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
 
 

@@ -39,12 +39,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "BASTION_RUNS": str(Path(tmp) / "runs"), "HF_HUB_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled"}
+        env = {
+            **os.environ,
+            "BASTION_RUNS": str(Path(tmp) / "runs"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "AXOLOTL_DO_NOT_TRACK": "1",
+            "WANDB_MODE": "disabled",
+        }
         bastion = [sys.executable, "-m", "bastion"]
         for stage in ("harvest", "train", "eval"):  # the first eval also writes the lm_eval command lines
-            subprocess.run([*bastion, stage, "tiny-cpu.yaml"], env=env, cwd=REPO, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [*bastion, stage, "tiny-cpu.yaml"],
+                env=env,
+                cwd=REPO,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         report = json.loads((Path(tmp) / "runs" / "tiny-cpu" / "eval" / "report.json").read_text())
         lm_eval = str(Path(sys.executable).parent / "lm_eval")
         baseline_cmds = []
@@ -60,8 +72,10 @@ def main() -> None:
             print(f"round {r + 1}: bastion eval {ours[-1]:.1f} s, two lm_eval runs {base[-1]:.1f} s")
     o, b = statistics.median(ours), statistics.median(base)
     print(f"wall time: bastion eval (base + tuned) {o:.1f} s, two plain lm_eval runs {b:.1f} s")
-    print(f"ratio (bastion / lm_eval x2, median of {args.rounds}): {o / b:.2f}x  goal <= 0.7x: "
-          f"{'met' if o / b <= 0.7 else 'NOT met'}")
+    print(
+        f"ratio (bastion / lm_eval x2, median of {args.rounds}): {o / b:.2f}x  goal <= 0.7x: "
+        f"{'met' if o / b <= 0.7 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

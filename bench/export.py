@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,11 +42,14 @@ for q, name in (("Q4_K_M", "q4_k_m"), ("Q8_0", "q8_0")):
 
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (GiB) of one command (run in a fresh child, measured by a wrapper)."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.monotonic(); "
-               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-               "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, cwd=REPO, check=True, capture_output=True,
-                         text=True).stdout.split()
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.monotonic(); "
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *cmd], env=env, cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.split()
     return float(out[0]), int(out[1]) / 2**20
 
 
@@ -59,19 +60,38 @@ def main() -> None:
     from bastion.vendor import converter_script
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "BASTION_RUNS": str(Path(tmp) / "runs"), "HF_HUB_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled"}
+        env = {
+            **os.environ,
+            "BASTION_RUNS": str(Path(tmp) / "runs"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "AXOLOTL_DO_NOT_TRACK": "1",
+            "WANDB_MODE": "disabled",
+        }
         bastion = [sys.executable, "-m", "bastion"]
         for stage in ("harvest", "train", "export"):
-            subprocess.run([*bastion, stage, "tiny-cpu.yaml"], env=env, cwd=REPO, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [*bastion, stage, "tiny-cpu.yaml"],
+                env=env,
+                cwd=REPO,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         export_dir = Path(tmp) / "runs" / "tiny-cpu" / "export"
         merged = export_dir / "merged"
         by_hand = Path(tmp) / "by-hand"
         by_hand.mkdir()
         baseline = [
-            [sys.executable, str(converter_script()), str(merged), "--outfile", str(by_hand / "f16.gguf"),
-             "--outtype", "f16"],
+            [
+                sys.executable,
+                str(converter_script()),
+                str(merged),
+                "--outfile",
+                str(by_hand / "f16.gguf"),
+                "--outtype",
+                "f16",
+            ],
             [sys.executable, "-c", QUANTISE, str(by_hand / "f16.gguf"), str(by_hand / "by-hand-")],
         ]
         ours_t, ours_m, base_t, base_m = [], [], [], []
@@ -84,16 +104,22 @@ def main() -> None:
             results = [run(cmd, env) for cmd in baseline]
             base_t.append(sum(x[0] for x in results))
             base_m.append(max(x[1] for x in results))
-            print(f"round {r + 1}: bastion export {ours_t[-1]:.1f} s ({ours_m[-1]:.2f} GiB peak), "
-                  f"converter + quantiser by hand {base_t[-1]:.1f} s ({base_m[-1]:.2f} GiB peak)")
+            print(
+                f"round {r + 1}: bastion export {ours_t[-1]:.1f} s ({ours_m[-1]:.2f} GiB peak), "
+                f"converter + quantiser by hand {base_t[-1]:.1f} s ({base_m[-1]:.2f} GiB peak)"
+            )
     o, b = statistics.median(ours_t), statistics.median(base_t)
     print(f"bastion export steps (last round): {steps}")
     core = steps.get("convert", 0) + steps.get("quantize", 0)
-    print(f"of which converter + quantiser inside bastion export: {core:.1f} s; merge {steps.get('merge', 0):.1f} s "
-          f"and verification {steps.get('verify', 0):.1f} s are the work the by-hand baseline does not do")
+    print(
+        f"of which converter + quantiser inside bastion export: {core:.1f} s; merge {steps.get('merge', 0):.1f} s "
+        f"and verification {steps.get('verify', 0):.1f} s are the work the by-hand baseline does not do"
+    )
     print(f"peak memory: bastion export {max(ours_m):.2f} GiB, by hand {max(base_m):.2f} GiB")
-    print(f"time ratio (bastion export / by hand, median of {args.rounds}): {o / b:.2f}x  goal <= 1.15x: "
-          f"{'met' if o / b <= 1.15 else 'NOT met'}")
+    print(
+        f"time ratio (bastion export / by hand, median of {args.rounds}): {o / b:.2f}x  goal <= 1.15x: "
+        f"{'met' if o / b <= 1.15 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -113,10 +113,13 @@ def main() -> None:
             print(f"round {r + 1}: trafilatura alone {base_times[-1]:.2f} s, Bastion pipeline {our_times[-1]:.2f} s")
     b, o = statistics.median(base_times), statistics.median(our_times)
     ratio = o / b
-    print(f"per page: trafilatura alone {1000 * b / len(pages):.2f} ms, "
-          f"Bastion pipeline {1000 * o / len(pages):.2f} ms")
-    print(f"ratio (pipeline / extraction alone, median of {args.rounds} rounds): {ratio:.2f}x  "
-          f"goal <= 1.25x: {'met' if ratio <= 1.25 else 'NOT met'}")
+    print(
+        f"per page: trafilatura alone {1000 * b / len(pages):.2f} ms, Bastion pipeline {1000 * o / len(pages):.2f} ms"
+    )
+    print(
+        f"ratio (pipeline / extraction alone, median of {args.rounds} rounds): {ratio:.2f}x  "
+        f"goal <= 1.25x: {'met' if ratio <= 1.25 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

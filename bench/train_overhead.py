@@ -33,8 +33,9 @@ FIRST_STEP = re.compile(r"\{'loss'|axolotl: .*\bloss \d")
 def time_to_first_step(cmd: list[str], env: dict[str, str], timeout: float = 600) -> float:
     """Seconds from start until the first training-loss line; the process is then stopped."""
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+    )
     assert proc.stdout is not None
     buffer = b""
     try:
@@ -57,15 +58,33 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "BASTION_RUNS": str(Path(tmp) / "runs"), "HF_HUB_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1", "AXOLOTL_DO_NOT_TRACK": "1", "WANDB_MODE": "disabled",
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "BASTION_RUNS": str(Path(tmp) / "runs"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "AXOLOTL_DO_NOT_TRACK": "1",
+            "WANDB_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1",
+        }
         bastion = [sys.executable, "-m", "bastion"]
-        subprocess.run([*bastion, "harvest", "tiny-cpu.yaml"], env=env, cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*bastion, "harvest", "tiny-cpu.yaml"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # render the config once (a full run writes runs/tiny-cpu/train/axolotl.yaml)
-        subprocess.run([*bastion, "train", "tiny-cpu.yaml"], env=env, cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*bastion, "train", "tiny-cpu.yaml"],
+            env=env,
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         config = Path(tmp) / "runs" / "tiny-cpu" / "train" / "axolotl.yaml"
         axolotl = shutil.which("axolotl", path=str(Path(sys.executable).parent)) or "axolotl"
         baseline_cmd = [axolotl, "train", str(config), "--launcher", "python"]
@@ -78,8 +97,10 @@ def main() -> None:
     o, b = statistics.median(ours), statistics.median(base)
     ratio = o / b
     print(f"time to first step: bastion train {o:.1f} s, axolotl train directly {b:.1f} s")
-    print(f"ratio (bastion / axolotl, median of {args.rounds}): {ratio:.2f}x  goal <= 1.1x: "
-          f"{'met' if ratio <= 1.1 else 'NOT met'}")
+    print(
+        f"ratio (bastion / axolotl, median of {args.rounds}): {ratio:.2f}x  goal <= 1.1x: "
+        f"{'met' if ratio <= 1.1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

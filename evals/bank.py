@@ -10,8 +10,19 @@ from pathlib import Path
 from typing import Any
 
 BANK_DIR = Path(__file__).resolve().parent / "tasks" / "cloudsec" / "bank"
-CATEGORIES = ("aws", "azure", "gcp", "kubernetes", "iam", "compliance", "threat_modelling", "iac",
-              "data_protection", "network", "logging_ir")
+CATEGORIES = (
+    "aws",
+    "azure",
+    "gcp",
+    "kubernetes",
+    "iam",
+    "compliance",
+    "threat_modelling",
+    "iac",
+    "data_protection",
+    "network",
+    "logging_ir",
+)
 MCQ_KEYS = {"id", "category", "difficulty", "question", "choices", "answer", "rationale"}
 OPEN_KEYS = {"id", "category", "difficulty", "question", "reference", "key_points", "rationale"}
 _WORDS = re.compile(r"[a-z0-9]+")
@@ -31,14 +42,14 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
     words = _WORDS.findall(text.lower())
-    return {tuple(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
+    return {tuple(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
 
 
 def _near_duplicates(rows: list[dict[str, Any]], threshold: float = 0.7) -> list[tuple[str, str]]:
     sh = [(r["id"], _shingles(r["question"])) for r in rows]
     pairs = []
     for i, (a, sa) in enumerate(sh):
-        for b, sb in sh[i + 1:]:
+        for b, sb in sh[i + 1 :]:
             if sa and sb and len(sa & sb) / len(sa | sb) >= threshold:
                 pairs.append((a, b))
     return pairs
@@ -78,17 +89,20 @@ def validate_mcq(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]
     share = longest / len(rows) if rows else 0.0
     if share > 0.35:
         problems.append(f"the correct option is the strictly longest in {share:.0%} of questions (a giveaway)")
-    stats = {"questions": len(rows), "answers": dict(sorted(answers.items())),
-             "categories": dict(sorted(Counter(r.get("category") for r in rows).items())),
-             "difficulty": dict(sorted(Counter(r.get("difficulty") for r in rows).items())),
-             "correct_is_longest_share": round(share, 3)}
+    stats = {
+        "questions": len(rows),
+        "answers": dict(sorted(answers.items())),
+        "categories": dict(sorted(Counter(r.get("category") for r in rows).items())),
+        "difficulty": dict(sorted(Counter(r.get("difficulty") for r in rows).items())),
+        "correct_is_longest_share": round(share, 3),
+    }
     return problems, stats
 
 
 def _strictly_longest(r: dict[str, Any]) -> bool:
     lengths = [len(c) for c in r["choices"]]
     i = "ABCD".index(r["answer"]) if r["answer"] in "ABCD" else 0
-    return lengths[i] > max(lengths[:i] + lengths[i + 1:])
+    return lengths[i] > max(lengths[:i] + lengths[i + 1 :])
 
 
 def validate_open(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:

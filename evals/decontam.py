@@ -12,7 +12,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """Lowercase word n-grams of ``text``."""
     words = _WORD.findall(text.lower())
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def question_text(doc: dict[str, Any]) -> str:

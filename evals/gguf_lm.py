@@ -23,7 +23,7 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.gguf import GGUFLM
 
-from bastion.chat_format import CHAT_TEMPLATE_KWARGS
+from bastion.chat_format import render_text
 from bastion.errors import BastionError
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,9 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
         return str(self.tokenizer.chat_template)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        text: str = self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                       add_generation_prompt=add_generation_prompt,
-                                                       **CHAT_TEMPLATE_KWARGS)
+        text = render_text(self.tokenizer, chat_history, generation_prompt=add_generation_prompt)
         bos = self.tokenizer.bos_token or ""
-        return text[len(bos):] if bos and text.startswith(bos) else text
+        return text[len(bos) :] if bos and text.startswith(bos) else text
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """Log-probability of each continuation, located by token count (llama-cpp-python's echoed text
@@ -64,15 +62,22 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
             n = max(1, len(whole) - len(head))
             response = self.gguf_completion(context=context, continuation=continuation)
             logprobs = response["choices"][0]["logprobs"]
-            values = logprobs["token_logprobs"][-(n + 1):-1]
-            tokens = logprobs["tokens"][-(n + 1):-1]
-            tops = logprobs["top_logprobs"][-(n + 1):-1]
+            values = logprobs["token_logprobs"][-(n + 1) : -1]
+            tokens = logprobs["tokens"][-(n + 1) : -1]
+            tops = logprobs["top_logprobs"][-(n + 1) : -1]
             greedy = all(top and max(top, key=top.get) == tok for tok, top in zip(tokens, tops, strict=True))
             out.append((float(sum(values)), bool(greedy)))
         return out
 
-    def gguf_completion(self, context: str, continuation: str | None = None, stop: Any = None, retries: int = 3,
-                        delay: int = 5, **kwargs: Any) -> Any:
+    def gguf_completion(
+        self,
+        context: str,
+        continuation: str | None = None,
+        stop: Any = None,
+        retries: int = 3,
+        delay: int = 5,
+        **kwargs: Any,
+    ) -> Any:
         import requests
 
         request: dict[str, Any] = {"prompt": context, "logprobs": self.logprobs, "temperature": 0.0}
@@ -103,8 +108,23 @@ def _free_port() -> int:
 def gguf_server(gguf: Path, n_ctx: int = 2048, timeout: float = 120) -> Iterator[str]:
     """llama-cpp-python's server on a free loopback port for the block; yields its base URL."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port",
-           str(port), "--n_ctx", str(n_ctx), "--logits_all", "True", "--n_threads", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--logits_all",
+        "True",
+        "--n_threads",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

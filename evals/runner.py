@@ -37,11 +37,21 @@ def eval_device(recipe: Recipe) -> str:
 def lm_eval_settings(recipe: Recipe) -> dict[str, Any]:
     """The settings both runs share (identical prompts: chat template + the recipe's system prompt)."""
     e = recipe.eval
-    return {"tasks": list(e["tasks"]), "num_fewshot": e["num_fewshot"], "limit": e["limit"],
-            "batch_size": e["batch_size"], "apply_chat_template": True, "fewshot_as_multiturn": e["num_fewshot"] > 0,
-            "system_instruction": recipe.system_prompt, "gen_kwargs": {"max_gen_toks": e["max_gen_tokens"]},
-            "random_seed": e["seed"], "numpy_random_seed": e["seed"], "torch_random_seed": e["seed"],
-            "fewshot_random_seed": e["seed"], "log_samples": True}
+    return {
+        "tasks": list(e["tasks"]),
+        "num_fewshot": e["num_fewshot"],
+        "limit": e["limit"],
+        "batch_size": e["batch_size"],
+        "apply_chat_template": True,
+        "fewshot_as_multiturn": e["num_fewshot"] > 0,
+        "system_instruction": recipe.system_prompt,
+        "gen_kwargs": {"max_gen_toks": e["max_gen_tokens"]},
+        "random_seed": e["seed"],
+        "numpy_random_seed": e["seed"],
+        "torch_random_seed": e["seed"],
+        "fewshot_random_seed": e["seed"],
+        "log_samples": True,
+    }
 
 
 def _bank_metadata(recipe: Recipe) -> dict[str, str]:
@@ -64,8 +74,7 @@ def make_task_manager(recipe: Recipe) -> Any:
     """One TaskManager for both runs; lm-eval's own task index is only built when a task needs it."""
     from lm_eval.tasks import TaskManager
 
-    ours = TaskManager(include_path=include_paths(recipe), include_defaults=False,
-                       metadata=_bank_metadata(recipe))
+    ours = TaskManager(include_path=include_paths(recipe), include_defaults=False, metadata=_bank_metadata(recipe))
     if all(task in ours.all_tasks for task in recipe.eval["tasks"]):
         return ours
     return TaskManager(include_path=include_paths(recipe), metadata=_bank_metadata(recipe))
@@ -75,12 +84,33 @@ def reproduce_command(recipe: Recipe, base: str, adapter: Path | None, out: Path
     """The plain `lm_eval` command line that runs the same evaluation."""
     s = lm_eval_settings(recipe)
     model_args = f"pretrained={base}" + (f",peft={adapter}" if adapter else "")
-    parts = ["lm_eval", "--model", "hf", "--model_args", model_args, "--tasks", ",".join(s["tasks"]),
-             "--include_path", ",".join(include_paths(recipe)), "--num_fewshot", str(s["num_fewshot"]),
-             "--batch_size", str(s["batch_size"]), "--device", eval_device(recipe), "--apply_chat_template",
-             "--system_instruction", s["system_instruction"],
-             "--gen_kwargs", f"max_gen_toks={recipe.eval['max_gen_tokens']}",
-             "--seed", str(recipe.eval["seed"]), "--log_samples", "--output_path", str(out)]
+    parts = [
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        model_args,
+        "--tasks",
+        ",".join(s["tasks"]),
+        "--include_path",
+        ",".join(include_paths(recipe)),
+        "--num_fewshot",
+        str(s["num_fewshot"]),
+        "--batch_size",
+        str(s["batch_size"]),
+        "--device",
+        eval_device(recipe),
+        "--apply_chat_template",
+        "--system_instruction",
+        s["system_instruction"],
+        "--gen_kwargs",
+        f"max_gen_toks={recipe.eval['max_gen_tokens']}",
+        "--seed",
+        str(recipe.eval["seed"]),
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
     if s["limit"] is not None:
         parts += ["--limit", str(s["limit"])]
     if _bank_metadata(recipe):
@@ -152,7 +182,8 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     task_manager = make_task_manager(recipe)
     tokenizer = AutoTokenizer.from_pretrained(base, revision=recipe.base_model["revision"])
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(base, revision=recipe.base_model["revision"], dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(base, revision=recipe.base_model["revision"], dtype=dtype)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to() for dtypes only
     model.eval()
     runs: dict[str, dict[str, Any]] = {}
     commands: dict[str, str] = {}
@@ -164,13 +195,15 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     log.info("eval: tuned model (base + adapter %s)", adapter)
     tuned = PeftModel.from_pretrained(model, str(adapter))
     tuned.eval()
-    lm = HFLM(pretrained=tuned, tokenizer=tokenizer, batch_size=recipe.eval["batch_size"], device=device)
+    # HFLM accepts any loaded model object (a PeftModel here), though its hint names PreTrainedModel
+    lm = HFLM(pretrained=tuned, tokenizer=tokenizer, batch_size=recipe.eval["batch_size"], device=device)  # type: ignore[arg-type]
     runs["tuned"] = save_run(evaluate_model(lm, recipe, task_manager), eval_dir / "tuned")
     commands["tuned"] = reproduce_command(recipe, base, adapter, eval_dir / "tuned")
     if recipe.eval["gguf"]:
         runs["gguf"] = evaluate_gguf(recipe, folder, task_manager, eval_dir)
-        commands["gguf"] = ("(Python API) evals.gguf_lm.ChatGGUFLM against llama-cpp-python's server "
-                            "on the exported GGUF")
+        commands["gguf"] = (
+            "(Python API) evals.gguf_lm.ChatGGUFLM against llama-cpp-python's server on the exported GGUF"
+        )
     report = build_report(recipe, folder, {k: per_question(v) for k, v in runs.items()}, commands, eval_dir)
     log.info("eval: report in %s", eval_dir / "report.md")
     return {"report": str(eval_dir / "report.md"), "summary": report["summary"]}

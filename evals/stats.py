@@ -27,8 +27,9 @@ class Comparison:
         return asdict(self)
 
 
-def paired_bootstrap_ci(base: np.ndarray, tuned: np.ndarray, *, samples: int = 2000, seed: int = 1234,
-                        level: float = 0.95) -> tuple[float, float]:
+def paired_bootstrap_ci(
+    base: np.ndarray, tuned: np.ndarray, *, samples: int = 2000, seed: int = 1234, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile CI of mean(tuned - base), resampling questions (pairs kept together)."""
     diffs = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
     if diffs.size == 0:
@@ -52,8 +53,9 @@ def mcnemar_exact(base_correct: np.ndarray, tuned_correct: np.ndarray) -> tuple[
     return min(1.0, 2 * tail), b, c
 
 
-def compare(base: list[float], tuned: list[float], *, binary: bool, samples: int = 2000, seed: int = 1234,
-            alpha: float = 0.05) -> Comparison:
+def compare(
+    base: list[float], tuned: list[float], *, binary: bool, samples: int = 2000, seed: int = 1234, alpha: float = 0.05
+) -> Comparison:
     """Compare paired per-question scores. Binary scores use McNemar for the verdict, others the bootstrap CI."""
     b, t = np.asarray(base, dtype=float), np.asarray(tuned, dtype=float)
     if b.shape != t.shape:
@@ -77,6 +79,14 @@ def compare(base: list[float], tuned: list[float], *, binary: bool, samples: int
         verdict = "regressed"
     else:
         verdict = "no significant change"
-    return Comparison(n=int(b.size), base=float(b.mean()) if b.size else math.nan,
-                      tuned=float(t.mean()) if t.size else math.nan, diff=diff, ci_low=low, ci_high=high,
-                      p_value=p, test=test, verdict=verdict)
+    return Comparison(
+        n=int(b.size),
+        base=float(b.mean()) if b.size else math.nan,
+        tuned=float(t.mean()) if t.size else math.nan,
+        diff=diff,
+        ci_low=low,
+        ci_high=high,
+        p_value=p,
+        test=test,
+        verdict=verdict,
+    )

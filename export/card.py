@@ -24,23 +24,32 @@ def render_card(recipe: Recipe, folder: RunFolder, files: list[Path], verificati
     train = folder.stage_entry("train")
     report = _json(folder.root / "eval" / "report.json")
     t = recipe.train
-    sources = "\n".join(f"- `{s['name']}` ({s['kind']}): "
-                        + ", ".join(s.get("start_urls") or [s.get("path") or ""]) for s in recipe.harvest["sources"])
+    sources = "\n".join(
+        f"- `{s['name']}` ({s['kind']}): " + ", ".join(s.get("start_urls") or [s.get("path") or ""])
+        for s in recipe.harvest["sources"]
+    )
     per_source = quality.get("records", {}).get("per_source", {})
     dedup = quality.get("dedup", {})
     eval_rows = []
     for task, metrics in (report.get("summary") or {}).items():
         for metric, row in metrics.items():
             ci = "-" if row.get("ci_low") is None else f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
-            eval_rows.append(f"| {task} | {metric} | {_pct(row.get('base'))} | {_pct(row.get('tuned'))} | "
-                             f"{_pct(row.get('diff'))} | {ci} | {row.get('verdict')} |")
+            eval_rows.append(
+                f"| {task} | {metric} | {_pct(row.get('base'))} | {_pct(row.get('tuned'))} | "
+                f"{_pct(row.get('diff'))} | {ci} | {row.get('verdict')} |"
+            )
     head = "| task | metric | base | tuned | diff | 95% CI | verdict |\n|---|---|---:|---:|---:|---|---|\n"
     eval_table = head + "\n".join(eval_rows) if eval_rows else "_No evaluation has been run for this export._"
     sizes = "\n".join(f"| `{p.name}` | {p.stat().st_size / 2**20:.1f} MiB |" for p in files if p.suffix == ".gguf")
     ppl = verification.get("perplexity", {})
     ppl_rows = "\n".join(f"| {name} | {v['perplexity']:.3f} | {v['ratio_to_f16']:.4f} |" for name, v in ppl.items())
-    front = {"base_model": recipe.base_model["id"], "library_name": "gguf", "license": "other",
-             "tags": ["bastion", "gguf", "llama.cpp", "ollama", "cloud-security", "lora"], "language": ["en"]}
+    front = {
+        "base_model": recipe.base_model["id"],
+        "library_name": "gguf",
+        "license": "other",
+        "tags": ["bastion", "gguf", "llama.cpp", "ollama", "cloud-security", "lora"],
+        "language": ["en"],
+    }
     front_yaml = "\n".join(f"{k}: {json.dumps(v)}" for k, v in front.items())
     return f"""---
 {front_yaml}
@@ -55,25 +64,25 @@ Built by [Bastion](https://github.com/bastion-llm/bastion) from the recipe `{rec
 
 ## Base model
 
-`{recipe.base_model['id']}` (revision `{recipe.base_model['revision']}`). Licence: {recipe.base_model['license']}.
+`{recipe.base_model["id"]}` (revision `{recipe.base_model["revision"]}`). Licence: {recipe.base_model["license"]}.
 This model is a derivative of the base model and is subject to the base model's licence and acceptable-use policy.
 
 ## Training data
 
-{quality.get('records', {}).get('kept', '?')} instruction records harvested from:
+{quality.get("records", {}).get("kept", "?")} instruction records harvested from:
 
 {sources}
 
-Records per source: {json.dumps(per_source)}. Pages fetched: {quality.get('pages', {}).get('fetched', '?')};
-exact and near duplicates removed: {dedup.get('exact', 0)} / {dedup.get('near', 0)}.
+Records per source: {json.dumps(per_source)}. Pages fetched: {quality.get("pages", {}).get("fetched", "?")};
+exact and near duplicates removed: {dedup.get("exact", 0)} / {dedup.get("near", 0)}.
 
 ## Training
 
-{t['adapter'].upper()} through Axolotl: r {t['lora']['r']}, alpha {t['lora']['alpha']}, dropout {t['lora']['dropout']},
-targets {t['lora']['target_modules']}, {t['quantization']['bits']}-bit {t['quantization']['quant_type']} base,
-sequence length {t['sequence_len']}, learning rate {t['learning_rate']} ({t['lr_scheduler']}), seed {t['seed']}.
-Steps: {train.get('steps', '?')}; final train loss {train.get('final_train_loss')},
-eval loss {train.get('final_eval_loss')}.
+{t["adapter"].upper()} through Axolotl: r {t["lora"]["r"]}, alpha {t["lora"]["alpha"]}, dropout {t["lora"]["dropout"]},
+targets {t["lora"]["target_modules"]}, {t["quantization"]["bits"]}-bit {t["quantization"]["quant_type"]} base,
+sequence length {t["sequence_len"]}, learning rate {t["learning_rate"]} ({t["lr_scheduler"]}), seed {t["seed"]}.
+Steps: {train.get("steps", "?")}; final train loss {train.get("final_train_loss")},
+eval loss {train.get("final_eval_loss")}.
 Prompt format: the base model's chat template with the system prompt below (the same at inference).
 
 System prompt:
@@ -91,9 +100,9 @@ System prompt:
 {sizes}
 
 Verification: f16 vs merged model, teacher-forced token agreement
-{verification.get('f16', {}).get('token_agreement', '?')}, max logit difference
-{verification.get('f16', {}).get('max_logit_diff', '?')}; prompt equals the training format:
-{verification.get('prompt_matches_training')}; stops at `<|eot_id|>`: {verification.get('stops_at_eot', {}).get('ok')}.
+{verification.get("f16", {}).get("token_agreement", "?")}, max logit difference
+{verification.get("f16", {}).get("max_logit_diff", "?")}; prompt equals the training format:
+{verification.get("prompt_matches_training")}; stops at `<|eot_id|>`: {verification.get("stops_at_eot", {}).get("ok")}.
 
 | GGUF | perplexity (held-out slice) | ratio to f16 |
 |---|---:|---:|
@@ -102,8 +111,8 @@ Verification: f16 vs merged model, teacher-forced token agreement
 ## Use
 
 ```bash
-ollama create {recipe.export['ollama']['model_name'] or recipe.name} -f Modelfile
-ollama run {recipe.export['ollama']['model_name'] or recipe.name}
+ollama create {recipe.export["ollama"]["model_name"] or recipe.name} -f Modelfile
+ollama run {recipe.export["ollama"]["model_name"] or recipe.name}
 ```
 
 or with llama.cpp / llama-cpp-python on any GGUF above (the chat template is embedded).

@@ -19,9 +19,20 @@ from bastion.vendor import converter_script
 
 log = logging.getLogger(__name__)
 
-QUANT_FTYPES = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q8_0": "Q8_0", "q2_k": "Q2_K",
-                "q3_k_m": "Q3_K_M", "q4_k_s": "Q4_K_S", "q4_k_m": "Q4_K_M", "q5_k_s": "Q5_K_S", "q5_k_m": "Q5_K_M",
-                "q6_k": "Q6_K"}
+QUANT_FTYPES = {
+    "q4_0": "Q4_0",
+    "q4_1": "Q4_1",
+    "q5_0": "Q5_0",
+    "q5_1": "Q5_1",
+    "q8_0": "Q8_0",
+    "q2_k": "Q2_K",
+    "q3_k_m": "Q3_K_M",
+    "q4_k_s": "Q4_K_S",
+    "q4_k_m": "Q4_K_M",
+    "q5_k_s": "Q5_K_S",
+    "q5_k_m": "Q5_K_M",
+    "q6_k": "Q6_K",
+}
 
 
 def convert_to_gguf(model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object]) -> Path:
@@ -31,15 +42,25 @@ def convert_to_gguf(model_dir: Path, out: Path, *, outtype: str, metadata: dict[
     tmp_out = out.with_name(f".{out.name}.tmp")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as meta:
         json.dump(metadata, meta)
-    cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(tmp_out), "--outtype", outtype,
-           "--metadata", meta.name]
+    cmd = [
+        sys.executable,
+        str(script),
+        str(model_dir),
+        "--outfile",
+        str(tmp_out),
+        "--outtype",
+        outtype,
+        "--metadata",
+        meta.name,
+    ]
     log.info("export: %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     Path(meta.name).unlink(missing_ok=True)
     if proc.returncode != 0 or not tmp_out.is_file():
         tmp_out.unlink(missing_ok=True)
-        raise BastionError(f"llama.cpp's converter failed on {model_dir} (exit {proc.returncode}):\n"
-                           f"{proc.stderr.strip()[-2500:]}")
+        raise BastionError(
+            f"llama.cpp's converter failed on {model_dir} (exit {proc.returncode}):\n{proc.stderr.strip()[-2500:]}"
+        )
     tmp_out.replace(out)
     return out
 

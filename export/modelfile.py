@@ -50,8 +50,19 @@ STOP_TOKENS: tuple[str, ...] = ("<|start_header_id|>", "<|end_header_id|>", "<|e
 #: The token the HF template starts with and the Ollama template leaves out (the tokenizer adds it).
 BOS = "<|begin_of_text|>"
 
-_COMMANDS = {"from", "license", "template", "system", "adapter", "draft", "renderer", "parser", "parameter",
-             "message", "requires"}
+_COMMANDS = {
+    "from",
+    "license",
+    "template",
+    "system",
+    "adapter",
+    "draft",
+    "renderer",
+    "parser",
+    "parameter",
+    "message",
+    "requires",
+}
 
 
 def ollama_template(date_string: str = CHAT_TEMPLATE_KWARGS["date_string"]) -> str:
@@ -83,7 +94,7 @@ def render_modelfile(gguf_name: str, system_prompt: str, num_ctx: int, temperatu
     correctly unless a line of the prompt *ends* with ``\"\"\"``; that, and characters Ollama's
     parser drops (control and invisible characters), raise :class:`BadInputError`.
     """
-    if not gguf_name or any(c in gguf_name for c in "/\\\"\n\r") or not gguf_name.isprintable():
+    if not gguf_name or any(c in gguf_name for c in '/\\"\n\r') or not gguf_name.isprintable():
         raise BadInputError(f"GGUF name {gguf_name!r} must be a plain file name next to the Modelfile")
     if isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx <= 0:
         raise BadInputError(f"num_ctx must be a positive integer, got {num_ctx!r}")
@@ -115,8 +126,9 @@ def render_modelfile(gguf_name: str, system_prompt: str, num_ctx: int, temperatu
     if problem:
         raise BadInputError(
             f"the system prompt cannot be written in an Ollama Modelfile as is: {problem}. A Modelfile has no "
-            "escapes; remove any line ending in '\"\"\"' and any control or invisible character (only "
-            "printable text, spaces, tabs and newlines survive Ollama's parser).")
+            'escapes; remove any line ending in \'"""\' and any control or invisible character (only '
+            "printable text, spaces, tabs and newlines survive Ollama's parser)."
+        )
     if parsed["TEMPLATE"] != template:  # pragma: no cover - the template is ours
         raise AssertionError("Ollama would not read back the TEMPLATE as written")
     return text
@@ -218,8 +230,14 @@ def parse_modelfile(text: str) -> dict[str, Any]:
     if not any(n == "model" for n, _ in commands):
         raise ValueError("no FROM line")
 
-    out: dict[str, Any] = {"FROM": None, "TEMPLATE": None, "SYSTEM": None, "PARAMETER": [], "MESSAGE": [],
-                           "commands": commands}
+    out: dict[str, Any] = {
+        "FROM": None,
+        "TEMPLATE": None,
+        "SYSTEM": None,
+        "PARAMETER": [],
+        "MESSAGE": [],
+        "commands": commands,
+    }
     for n, args in commands:
         if n == "model":
             out["FROM"] = args

@@ -34,12 +34,21 @@ def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     base = base_model_path(recipe)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    merged = merge_adapter(base, adapter, out / "merged", revision=recipe.base_model["revision"],
-                           dtype="bfloat16" if recipe.export["outtype"] == "bf16" else "float16")
+    merged = merge_adapter(
+        base,
+        adapter,
+        out / "merged",
+        revision=recipe.base_model["revision"],
+        dtype="bfloat16" if recipe.export["outtype"] == "bf16" else "float16",
+    )
     timings["merge"] = time.monotonic() - t0
     t0 = time.monotonic()
-    first = convert_to_gguf(merged, out / gguf_name(recipe, recipe.export["outtype"]),
-                            outtype=recipe.export["outtype"], metadata=gguf_metadata(recipe))
+    first = convert_to_gguf(
+        merged,
+        out / gguf_name(recipe, recipe.export["outtype"]),
+        outtype=recipe.export["outtype"],
+        metadata=gguf_metadata(recipe),
+    )
     timings["convert"] = time.monotonic() - t0
     t0 = time.monotonic()
     quants = {q: quantize(first, out / gguf_name(recipe, q), q) for q in recipe.export["quantizations"]}
@@ -56,19 +65,27 @@ def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     files += [out / "README.md", out / "verification.json"]
     write_sha256sums(out, files)
     if not verification["passed"]:
-        raise BastionError(f"export verification failed: {'; '.join(verification['failures'])} "
-                           f"(details in {out / 'verification.json'})")
+        raise BastionError(
+            f"export verification failed: {'; '.join(verification['failures'])} "
+            f"(details in {out / 'verification.json'})"
+        )
     log.info("export: %s", summary_line(verification))
-    return {"files": [p.name for p in files], "verification": {k: verification[k] for k in
-                                                                ("passed", "f16", "perplexity", "stops_at_eot")}}
+    return {
+        "files": [p.name for p in files],
+        "verification": {k: verification[k] for k in ("passed", "f16", "perplexity", "stops_at_eot")},
+    }
 
 
 def gguf_metadata(recipe: Recipe) -> dict[str, object]:
     """Metadata written into the GGUF (general.* keys the converter accepts)."""
-    return {"general.name": recipe.name, "general.finetune": recipe.name,
-            "general.description": f"{recipe.description} Built by Bastion from recipe {recipe.path.name} "
-                                   f"(sha256 {recipe.sha256}).".strip(),
-            "general.source_url": recipe.base_model["id"], "general.tags": ["bastion", recipe.name]}
+    return {
+        "general.name": recipe.name,
+        "general.finetune": recipe.name,
+        "general.description": f"{recipe.description} Built by Bastion from recipe {recipe.path.name} "
+        f"(sha256 {recipe.sha256}).".strip(),
+        "general.source_url": recipe.base_model["id"],
+        "general.tags": ["bastion", recipe.name],
+    }
 
 
 def write_modelfile(recipe: Recipe, out: Path, quants: dict[str, Path], first: Path) -> Path:
@@ -79,13 +96,21 @@ def write_modelfile(recipe: Recipe, out: Path, quants: dict[str, Path], first: P
     target = quants.get(chosen) if chosen else (next(iter(quants.values()), None))
     target = target or first
     path = out / "Modelfile"
-    write_text(path, render_modelfile(target.name, recipe.system_prompt, recipe.export["ollama"]["num_ctx"],
-                                      recipe.export["ollama"]["temperature"]))
+    write_text(
+        path,
+        render_modelfile(
+            target.name,
+            recipe.system_prompt,
+            recipe.export["ollama"]["num_ctx"],
+            recipe.export["ollama"]["temperature"],
+        ),
+    )
     return path
 
 
-def verify_export(recipe: Recipe, folder: RunFolder, merged: Path, first: Path,
-                  quants: dict[str, Path]) -> dict[str, Any]:
+def verify_export(
+    recipe: Recipe, folder: RunFolder, merged: Path, first: Path, quants: dict[str, Path]
+) -> dict[str, Any]:
     """Everything export/verify.py checks, with pass/fail against the recipe's thresholds."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,15 +129,25 @@ def verify_export(recipe: Recipe, folder: RunFolder, merged: Path, first: Path,
     ppl = {first.name: verify.perplexity(llm, texts)}
     result: dict[str, Any] = {
         "f16_file": first.name,
-        "f16": {"token_agreement": round(min(a.teacher_forced for a in agreements), 4),
-                "free_running_prefix_agreement": round(min(a.free_prefix for a in agreements), 4),
-                "max_logit_diff": round(max(a.max_logit_diff for a in agreements), 5),
-                "logit_tolerance": verify.LOGIT_TOLERANCE,
-                "per_prompt": [a.__dict__ for a in agreements]},
+        "f16": {
+            "token_agreement": round(min(a.teacher_forced for a in agreements), 4),
+            "free_running_prefix_agreement": round(min(a.free_prefix for a in agreements), 4),
+            "max_logit_diff": round(max(a.max_logit_diff for a in agreements), 5),
+            "logit_tolerance": verify.LOGIT_TOLERANCE,
+            "per_prompt": [a.__dict__ for a in agreements],
+        },
         "prompt_matches_training": verify.prompt_matches_training(llm, tokenizer, recipe.system_prompt, prompts),
         "stops_at_eot": verify.stops_at_eot(llm),
-        "metadata": {k: metadata.get(k) for k in ("general.name", "general.description", "tokenizer.ggml.pre",
-                                                   "tokenizer.ggml.eos_token_id", "tokenizer.ggml.bos_token_id")},
+        "metadata": {
+            k: metadata.get(k)
+            for k in (
+                "general.name",
+                "general.description",
+                "tokenizer.ggml.pre",
+                "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.bos_token_id",
+            )
+        },
         "has_chat_template": bool(metadata.get("tokenizer.chat_template")),
     }
     del llm
@@ -122,14 +157,21 @@ def verify_export(recipe: Recipe, folder: RunFolder, merged: Path, first: Path,
         result.setdefault("quant_file_types", {})[name] = _model_desc(qllm)
         del qllm
     base_ppl = ppl[first.name]
-    result["perplexity"] = {n: {"perplexity": round(v, 4), "ratio_to_f16": round(v / base_ppl, 4),
-                                "size_mib": round((first.parent / n).stat().st_size / 2**20, 2)}
-                            for n, v in ppl.items()}
+    result["perplexity"] = {
+        n: {
+            "perplexity": round(v, 4),
+            "ratio_to_f16": round(v / base_ppl, 4),
+            "size_mib": round((first.parent / n).stat().st_size / 2**20, 2),
+        }
+        for n, v in ppl.items()
+    }
     result["held_out_texts"] = len(texts)
     failures = []
     if result["f16"]["token_agreement"] < recipe.export["min_token_agreement"]:
-        failures.append(f"token agreement {result['f16']['token_agreement']} < "
-                        f"export.min_token_agreement {recipe.export['min_token_agreement']}")
+        failures.append(
+            f"token agreement {result['f16']['token_agreement']} < "
+            f"export.min_token_agreement {recipe.export['min_token_agreement']}"
+        )
     if result["f16"]["max_logit_diff"] > verify.LOGIT_TOLERANCE:
         failures.append(f"max logit difference {result['f16']['max_logit_diff']} > {verify.LOGIT_TOLERANCE}")
     if not result["prompt_matches_training"]:
@@ -162,6 +204,8 @@ def _records(folder: RunFolder) -> list[dict[str, Any]]:
 def summary_line(v: dict[str, Any]) -> str:
     """One line for the log and the demo."""
     ppl = ", ".join(f"{n} ppl x{p['ratio_to_f16']}" for n, p in v["perplexity"].items())
-    return (f"verification {'passed' if v['passed'] else 'FAILED'}: token agreement {v['f16']['token_agreement']}, "
-            f"max logit diff {v['f16']['max_logit_diff']}, prompt = training format: {v['prompt_matches_training']}, "
-            f"stops at <|eot_id|>: {v['stops_at_eot']['ok']}; {ppl}")
+    return (
+        f"verification {'passed' if v['passed'] else 'FAILED'}: token agreement {v['f16']['token_agreement']}, "
+        f"max logit diff {v['f16']['max_logit_diff']}, prompt = training format: {v['prompt_matches_training']}, "
+        f"stops at <|eot_id|>: {v['stops_at_eot']['ok']}; {ppl}"
+    )

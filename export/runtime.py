@@ -21,8 +21,11 @@ GGUF_MAGIC = b"GGUF"
 def find_gguf(recipe: Recipe, folder: RunFolder, quant: str | None = None) -> Path:
     """The GGUF to run: ``quant`` if given, else the Modelfile's choice, else the first quantisation."""
     export_dir = folder.root / "export"
-    choice = quant or recipe.export["ollama"]["quantization"] or (recipe.export["quantizations"] or
-                                                                  [recipe.export["outtype"]])[0]
+    choice = (
+        quant
+        or recipe.export["ollama"]["quantization"]
+        or (recipe.export["quantizations"] or [recipe.export["outtype"]])[0]
+    )
     path = export_dir / f"{recipe.name}-{choice}.gguf"
     if not path.is_file():
         found = sorted(p.name for p in export_dir.glob("*.gguf")) if export_dir.is_dir() else []
@@ -37,14 +40,29 @@ def check_gguf(path: Path) -> None:
     with path.open("rb") as handle:
         magic = handle.read(4)
     if magic != GGUF_MAGIC or path.stat().st_size < 1024:
-        raise BadInputError(f"{path} is not a GGUF file (starts with {magic!r}, {path.stat().st_size} bytes); "
-                            "export again with `bastion export RECIPE`")
+        raise BadInputError(
+            f"{path} is not a GGUF file (starts with {magic!r}, {path.stat().st_size} bytes); "
+            "export again with `bastion export RECIPE`"
+        )
 
 
 def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:
     """Run llama-cpp-python's OpenAI-compatible server in the foreground (Ctrl-C stops it)."""
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", host, "--port", str(port),
-           "--n_ctx", str(n_ctx), "--model_alias", alias]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--model_alias",
+        alias,
+    ]
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines; the server has no authentication", host)
     log.info("serving %s at http://%s:%d/v1 (model name '%s'); Ctrl-C stops it", gguf.name, host, port, alias)
@@ -90,8 +108,9 @@ def chat(gguf: Path, system_prompt: str, *, n_ctx: int, temperature: float, max_
         messages.append({"role": "user", "content": user})
         click.echo("assistant> ", nl=False)
         reply = ""
-        for chunk in llm.create_chat_completion(messages=messages, temperature=temperature, max_tokens=max_tokens,
-                                                stream=True):
+        for chunk in llm.create_chat_completion(
+            messages=messages, temperature=temperature, max_tokens=max_tokens, stream=True
+        ):
             piece = chunk["choices"][0]["delta"].get("content") or ""
             reply += piece
             click.echo(piece, nl=False)

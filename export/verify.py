@@ -49,8 +49,13 @@ def hf_greedy(model: Any, prompt_ids: list[int], new_tokens: int) -> tuple[list[
     import torch
 
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=new_tokens, do_sample=False,
-                             min_new_tokens=new_tokens, pad_token_id=0)
+        out = model.generate(
+            torch.tensor([prompt_ids]),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            min_new_tokens=new_tokens,
+            pad_token_id=0,
+        )
         sequence = out[0].tolist()
         logits = model(torch.tensor([sequence])).logits[0].float().numpy()
     return sequence, logits
@@ -74,21 +79,28 @@ def gguf_greedy(llm: Any, prompt_ids: list[int], new_tokens: int) -> list[int]:
     return out
 
 
-def compare_f16(llm: Any, model: Any, tokenizer: Any, system_prompt: str, prompts: list[str],
-                new_tokens: int = 24) -> list[Agreement]:
+def compare_f16(
+    llm: Any, model: Any, tokenizer: Any, system_prompt: str, prompts: list[str], new_tokens: int = 24
+) -> list[Agreement]:
     """Agreement between the f16 GGUF and the merged model on each smoke prompt."""
     results = []
     for prompt in prompts:
-        ids = list(tokenizer.apply_chat_template(prompt_messages(system_prompt, prompt), tokenize=True,
-                                                 add_generation_prompt=True, return_dict=False,
-                                                 **CHAT_TEMPLATE_KWARGS))
+        ids = list(
+            tokenizer.apply_chat_template(
+                prompt_messages(system_prompt, prompt),
+                tokenize=True,
+                add_generation_prompt=True,
+                return_dict=False,
+                **CHAT_TEMPLATE_KWARGS,
+            )
+        )
         sequence, hf_logits = hf_greedy(model, ids, new_tokens)
         ll_logits = gguf_logits(llm, sequence)
         start = len(ids) - 1
         predicted = ll_logits[start:-1].argmax(axis=1)
-        teacher = float(np.mean(predicted == np.array(sequence[start + 1:])))
+        teacher = float(np.mean(predicted == np.array(sequence[start + 1 :])))
         free = gguf_greedy(llm, ids, new_tokens)
-        expected = sequence[len(ids):]
+        expected = sequence[len(ids) :]
         prefix = next((i for i, (a, b) in enumerate(zip(free, expected, strict=False)) if a != b), len(expected))
         diff = float(np.max(np.abs(ll_logits[start:] - hf_logits[start:])))
         results.append(Agreement(prompt, teacher, prefix / len(expected), diff))
@@ -104,7 +116,7 @@ def gguf_prompt(llm: Any, messages: list[dict[str, str]]) -> str:
         raise ValueError("the GGUF carries no tokenizer.chat_template")
     eos = llm.detokenize([llm.token_eos()], special=True).decode()
     bos = llm.detokenize([llm.token_bos()], special=True).decode()
-    result = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=messages)
+    result = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=messages)  # type: ignore[arg-type]
     return str(result.prompt)
 
 
@@ -123,10 +135,15 @@ def stops_at_eot(llm: Any) -> dict[str, Any]:
     eot_id = eot[0] if len(eot) == 1 else -1
     out = llm.create_completion("Hello", max_tokens=16, temperature=0.0, logit_bias={eot_id: 100.0})
     choice = out["choices"][0]
-    return {"eos_token_id": int(llm.token_eos()), "eot_token_id": eot_id,
-            "finish_reason": choice["finish_reason"], "completion_tokens": out["usage"]["completion_tokens"],
-            "ok": llm.token_eos() == eot_id and choice["finish_reason"] == "stop"
-            and out["usage"]["completion_tokens"] <= 1}
+    return {
+        "eos_token_id": int(llm.token_eos()),
+        "eot_token_id": eot_id,
+        "finish_reason": choice["finish_reason"],
+        "completion_tokens": out["usage"]["completion_tokens"],
+        "ok": llm.token_eos() == eot_id
+        and choice["finish_reason"] == "stop"
+        and out["usage"]["completion_tokens"] <= 1,
+    }
 
 
 def perplexity(llm: Any, texts: list[str]) -> float:

@@ -138,6 +138,7 @@ class _Work:
 
 # -- links and sitemaps ---------------------------------------------------------------------------
 
+
 def extract_links(html: str, base_url: str) -> list[str]:
     """Normalised ``<a>``/``<area>`` targets in document order, without duplicates.
 
@@ -145,8 +146,7 @@ def extract_links(html: str, base_url: str) -> list[str]:
     (no links at all). Unparseable links are skipped; other schemes are kept for the caller to refuse.
     """
     try:
-        doc = lxml.html.document_fromstring(html.encode("utf-8"),
-                                            parser=lxml.html.HTMLParser(encoding="utf-8"))
+        doc = lxml.html.document_fromstring(html.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8"))
     except (lxml.etree.LxmlError, ValueError):
         return []
     for meta in doc.iter("meta"):
@@ -212,11 +212,19 @@ def parse_sitemap(body: bytes) -> tuple[list[str], list[str]]:
 
 # -- the crawler ----------------------------------------------------------------------------------
 
+
 class _Crawler:
     """One crawl of one source (see :func:`crawl`)."""
 
-    def __init__(self, source: dict[str, Any], politeness: dict[str, Any], user_agent: str, state: CrawlState,
-                 on_page: OnPage, progress: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        source: dict[str, Any],
+        politeness: dict[str, Any],
+        user_agent: str,
+        state: CrawlState,
+        on_page: OnPage,
+        progress: Callable[[str], None] | None,
+    ) -> None:
         self.source = source
         self.cfg = _Settings.from_recipe(source, politeness)
         self.state = state
@@ -256,8 +264,15 @@ class _Crawler:
             return _Work(row, "refused", "robots")
         result = self.fetcher.fetch(row.url, content_types=self.content_types, hop_check=self.hop_check)
         status = "fetched" if result.ok else result.outcome
-        work = _Work(row, status, result.reason, http_status=result.status, final_url=result.url,
-                     content_type=result.content_type, requests=result.requests)
+        work = _Work(
+            row,
+            status,
+            result.reason,
+            http_status=result.status,
+            final_url=result.url,
+            content_type=result.content_type,
+            requests=result.requests,
+        )
         if result.ok:
             work.page = self._page(row, result)
             if work.page.text is not None and row.depth < self.cfg.max_depth:
@@ -269,10 +284,19 @@ class _Crawler:
         text, charset = (None, None)
         if content_type in HTML_TYPES:
             text, charset = decode_text(result.body, result.charset)
-        return FetchedPage(url=result.url, requested_url=row.url, status=result.status or 200,
-                           content_type=content_type, body=result.body, text=text,
-                           fetched_at=result.fetched_at, depth=row.depth, source=self.cfg.name,
-                           host=url_host(result.url), charset=charset)
+        return FetchedPage(
+            url=result.url,
+            requested_url=row.url,
+            status=result.status or 200,
+            content_type=content_type,
+            body=result.body,
+            text=text,
+            fetched_at=result.fetched_at,
+            depth=row.depth,
+            source=self.cfg.name,
+            host=url_host(result.url),
+            charset=charset,
+        )
 
     def _outlinks(self, text: str, base_url: str) -> list[Seed]:
         """Links of a page as frontier entries: pending if they pass the link rules, else refused."""
@@ -291,7 +315,8 @@ class _Crawler:
             if self.state.get_meta(name, "fingerprint") != fingerprint:
                 raise BadInputError(
                     f"crawl state {self.state.path} holds a crawl of source '{name}' with other start URLs, "
-                    "sitemaps or scope; delete that file (or use another) to start this crawl afresh")
+                    "sitemaps or scope; delete that file (or use another) to start this crawl afresh"
+                )
             return
         starts = self._start_seeds()
         sitemap_seeds = self._sitemap_seeds()
@@ -309,8 +334,7 @@ class _Crawler:
             try:
                 url = normalize_url(raw)
             except UrlError as exc:
-                raise BadInputError(f"source '{self.cfg.name}': start URL {raw!r} is not a URL "
-                                    f"({exc})") from exc
+                raise BadInputError(f"source '{self.cfg.name}': start URL {raw!r} is not a URL ({exc})") from exc
             reason = self.scope.refusal(url)
             seeds.append(Seed(url, url_host(url), "refused" if reason else "pending", reason))
         return seeds
@@ -344,8 +368,9 @@ class _Crawler:
                 elif len(seeds) < cap:
                     seeds.append(Seed(url, url_host(url)))
         if queue:
-            log.warning("sitemaps of %s: stopped after %d documents / %d URLs (cap)", self.cfg.name,
-                        len(fetched), len(seeds))
+            log.warning(
+                "sitemaps of %s: stopped after %d documents / %d URLs (cap)", self.cfg.name, len(fetched), len(seeds)
+            )
         if skipped:
             log.info("sitemaps of %s: %d URLs out of scope or filtered", self.cfg.name, skipped)
         return seeds
@@ -434,8 +459,18 @@ class _Crawler:
         with self.state.transaction() as conn:
             if work.status == "fetched" and CrawlState.is_fetched(conn, name, work.final_url or row.url):
                 work.status, work.reason, work.page, work.links = "refused", "duplicate", None, []
-            CrawlState.mark(conn, name, row.url, work.status, work.reason, now, http_status=work.http_status,
-                            final_url=work.final_url, content_type=work.content_type, requests=work.requests)
+            CrawlState.mark(
+                conn,
+                name,
+                row.url,
+                work.status,
+                work.reason,
+                now,
+                http_status=work.http_status,
+                final_url=work.final_url,
+                content_type=work.content_type,
+                requests=work.requests,
+            )
             if work.page is not None:
                 CrawlState.add_urls(conn, name, row.depth + 1, row.rank, work.links, now)
                 self.on_page(work.page, conn)
@@ -445,16 +480,19 @@ class _Crawler:
         self.pages_this_run += 1
         log.debug("fetched %s (depth %d, %d links)", work.page.url, row.depth, len(work.links))
         if self.progress is not None:
-            self.progress(f"{name}: {pages + 1}/{self.cfg.max_pages} pages, "
-                          f"depth {row.depth}: {work.page.url}")
+            self.progress(f"{name}: {pages + 1}/{self.cfg.max_pages} pages, depth {row.depth}: {work.page.url}")
         return 1
 
     # -- stats -----------------------------------------------------------------------------------
     def stats(self, resumed: bool, started: float) -> CrawlStats:
         """Totals from the state file (so a resumed crawl reports the whole crawl)."""
-        stats = CrawlStats(source=self.cfg.name, resumed=resumed, pages_this_run=self.pages_this_run,
-                           requests_this_run=self.fetcher.requests_made,
-                           elapsed_seconds=round(time.monotonic() - started, 3))
+        stats = CrawlStats(
+            source=self.cfg.name,
+            resumed=resumed,
+            pages_this_run=self.pages_this_run,
+            requests_this_run=self.fetcher.requests_made,
+            elapsed_seconds=round(time.monotonic() - started, 3),
+        )
         refused: Counter[str] = Counter()
         failed: Counter[str] = Counter()
         for host, status, reason, n in self.state.tally(self.cfg.name):
@@ -474,8 +512,15 @@ class _Crawler:
         return stats
 
 
-def crawl(source: dict[str, Any], politeness: dict[str, Any], user_agent: str, state: CrawlState,
-          on_page: OnPage, *, progress: Callable[[str], None] | None = None) -> CrawlStats:
+def crawl(
+    source: dict[str, Any],
+    politeness: dict[str, Any],
+    user_agent: str,
+    state: CrawlState,
+    on_page: OnPage,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> CrawlStats:
     """Crawl one web source politely; call ``on_page(page, conn)`` once per page, inside the
     transaction that records it. Resumes from ``state`` if it already holds this source.
 
@@ -494,7 +539,14 @@ def crawl(source: dict[str, Any], politeness: dict[str, Any], user_agent: str, s
     finally:
         crawler.fetcher.close()
     stats = crawler.stats(resumed, started)
-    log.info("%s: %d pages (%d this run, %d requests), %d refused, %d failed, %d left in the frontier",
-             stats.source, stats.fetched, stats.pages_this_run, stats.requests_this_run,
-             sum(stats.refused.values()), sum(stats.failed.values()), stats.pending)
+    log.info(
+        "%s: %d pages (%d this run, %d requests), %d refused, %d failed, %d left in the frontier",
+        stats.source,
+        stats.fetched,
+        stats.pages_this_run,
+        stats.requests_this_run,
+        sum(stats.refused.values()),
+        sum(stats.failed.values()),
+        stats.pending,
+    )
     return stats

@@ -116,7 +116,7 @@ def shingle_hashes(words: Sequence[str], size: int) -> np.ndarray:
     n = len(words) - k + 1
     acc = mixed[:n] * _POSITION_MULTIPLIERS[0]  # uint64 arrays wrap around silently
     for i in range(1, k):
-        acc += mixed[i:i + n] * _POSITION_MULTIPLIERS[i]
+        acc += mixed[i : i + n] * _POSITION_MULTIPLIERS[i]
     return acc
 
 
@@ -159,13 +159,13 @@ def minhash_values(hashes: np.ndarray, permutations: np.ndarray) -> np.ndarray:
 class Deduper:
     """Exact duplicates by normalised-text hash, near duplicates by MinHash LSH."""
 
-    def __init__(self, threshold: float, num_perm: int, bands: int, rows: int, shingle_size: int,
-                 margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(
+        self, threshold: float, num_perm: int, bands: int, rows: int, shingle_size: int, margin: float = DEFAULT_MARGIN
+    ) -> None:
         if not 0 < threshold <= 1:
             raise ValueError(f"dedup threshold must be in (0, 1], got {threshold}")
         if bands * rows > num_perm:
-            raise ValueError(f"dedup: bands x rows ({bands} x {rows} = {bands * rows}) exceeds "
-                             f"num_perm ({num_perm})")
+            raise ValueError(f"dedup: bands x rows ({bands} x {rows} = {bands * rows}) exceeds num_perm ({num_perm})")
         if not 0 <= margin < threshold:
             raise ValueError(f"dedup margin must be in [0, threshold), got {margin}")
         self.threshold, self.num_perm, self.bands, self.rows = threshold, num_perm, bands, rows
@@ -182,8 +182,14 @@ class Deduper:
     @classmethod
     def from_config(cls, config: dict) -> Deduper:
         """From the recipe's ``harvest.dedup`` section."""
-        return cls(config["threshold"], config["num_perm"], config["bands"], config["rows"],
-                   config["shingle_size"], config.get("margin", DEFAULT_MARGIN))
+        return cls(
+            config["threshold"],
+            config["num_perm"],
+            config["bands"],
+            config["rows"],
+            config["shingle_size"],
+            config.get("margin", DEFAULT_MARGIN),
+        )
 
     @property
     def scheme_id(self) -> str:
@@ -195,15 +201,21 @@ class Deduper:
 
     def signature(self, words: Sequence[str]) -> MinHash:
         """The datasketch ``MinHash`` of normalised words (same values as ``check`` computes)."""
-        return MinHash(num_perm=self.num_perm, seed=SEED, hashfunc=_identity, scheme=SCHEME,
-                       hashvalues=self._minhash(words), permutations=self._permutations)
+        return MinHash(
+            num_perm=self.num_perm,
+            seed=SEED,
+            hashfunc=_identity,
+            scheme=SCHEME,
+            hashvalues=self._minhash(words),
+            permutations=self._permutations,
+        )
 
     def _minhash(self, words: Sequence[str]) -> np.ndarray:
         return minhash_values(shingle_hashes(words, self.shingle_size), self._permutations)
 
     def _band_keys(self, values: np.ndarray) -> list[bytes]:
         raw = values.byteswap().tobytes()  # datasketch's MinHashLSH._byteswap of each band
-        return [raw[8 * start:8 * end] for start, end in self._bands]
+        return [raw[8 * start : 8 * end] for start, end in self._bands]
 
     def check(self, key: str, text: str) -> DedupResult:
         """Is ``text`` an exact or near duplicate of an admitted text? Does not admit it."""
@@ -224,7 +236,8 @@ class Deduper:
             # MinHash.jaccard: the share of equal values
             sim = float(np.count_nonzero(values == self._values[cand])) / float(self.num_perm)
             if sim >= self.threshold - self.margin and (
-                    best is None or (sim, -self._order[cand]) > (best[0], -best[1])):
+                best is None or (sim, -self._order[cand]) > (best[0], -best[1])
+            ):
                 best = (sim, self._order[cand], cand)
         if best is not None:
             log.debug("%s: near-duplicate of %s (estimated Jaccard %.3f)", key, best[2], best[0])
@@ -264,7 +277,8 @@ class Deduper:
             raise SignatureMismatchError(
                 f"dedup: stored signature of {key!r} has {len(values)} values but num_perm is "
                 f"{self.num_perm}; the recipe's dedup settings changed since these signatures were "
-                "made: delete the run's data folder to harvest again")
+                "made: delete the run's data folder to harvest again"
+            )
         self._exact.setdefault(digest, key)
         for table, band in zip(self._tables, self._band_keys(values), strict=True):
             table.setdefault(band, []).append(key)

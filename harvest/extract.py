@@ -27,8 +27,14 @@ from trafilatura.utils import load_html
 log = logging.getLogger(__name__)
 
 HTML_TYPE, PDF_TYPE, MARKDOWN_TYPE, TEXT_TYPE = "text/html", "application/pdf", "text/markdown", "text/plain"
-LOCAL_TYPES = {".html": HTML_TYPE, ".htm": HTML_TYPE, ".md": MARKDOWN_TYPE, ".markdown": MARKDOWN_TYPE,
-               ".txt": TEXT_TYPE, ".pdf": PDF_TYPE}
+LOCAL_TYPES = {
+    ".html": HTML_TYPE,
+    ".htm": HTML_TYPE,
+    ".md": MARKDOWN_TYPE,
+    ".markdown": MARKDOWN_TYPE,
+    ".txt": TEXT_TYPE,
+    ".pdf": PDF_TYPE,
+}
 
 TRAFILATURA_OPTIONS: dict[str, Any] = {
     "output_format": "markdown",
@@ -173,8 +179,13 @@ def read_local_file(path: Path, source: str) -> Document | None:
     if not text:
         return None
     title = _markdown_title(text) if content_type == MARKDOWN_TYPE else ""
-    return Document(url=url, title=title or path.stem.replace("_", " ").replace("-", " "), text=text,
-                    source=source, content_type=content_type)
+    return Document(
+        url=url,
+        title=title or path.stem.replace("_", " ").replace("-", " "),
+        text=text,
+        source=source,
+        content_type=content_type,
+    )
 
 
 def _markdown_title(text: str) -> str:

@@ -177,8 +177,15 @@ def parse_content_type(value: str | None) -> tuple[str | None, str | None]:
 
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 # WHATWG: pages labelled latin-1/ascii are decoded as windows-1252.
-_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
-                    "us-ascii": "cp1252", "ascii": "cp1252", "l1": "cp1252"}
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "l1": "cp1252",
+}
 
 
 def _try_decode(body: bytes, charset: str | None) -> str | None:
@@ -240,9 +247,15 @@ class Fetcher:
     Thread-safe: worker threads share one instance.
     """
 
-    def __init__(self, user_agent: str, politeness: dict[str, Any] | None = None, *,
-                 pacer: HostPacer | None = None, client: httpx.Client | None = None,
-                 trust_env: bool = True) -> None:
+    def __init__(
+        self,
+        user_agent: str,
+        politeness: dict[str, Any] | None = None,
+        *,
+        pacer: HostPacer | None = None,
+        client: httpx.Client | None = None,
+        trust_env: bool = True,
+    ) -> None:
         p = politeness or {}
         self.user_agent = user_agent
         self.timeout = float(p.get("timeout_seconds", 20))
@@ -254,10 +267,15 @@ class Fetcher:
         self._stop = threading.Event()
         self.pacer = pacer or HostPacer(float(p.get("delay_seconds", 1.0)), self._stop)
         self._client = client or httpx.Client(
-            headers={"User-Agent": user_agent,
-                     "Accept": "text/html,application/xhtml+xml;q=0.9,application/pdf;q=0.8,*/*;q=0.1"},
-            timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=trust_env,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+            headers={
+                "User-Agent": user_agent,
+                "Accept": "text/html,application/xhtml+xml;q=0.9,application/pdf;q=0.8,*/*;q=0.1",
+            },
+            timeout=httpx.Timeout(self.timeout),
+            follow_redirects=False,
+            trust_env=trust_env,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
         self._lock = threading.Lock()
         self.requests_made = 0
 
@@ -279,9 +297,15 @@ class Fetcher:
         return scheme_refusal(url) or address_refusal(url, allow_private=self.allow_private)
 
     # -- public ----------------------------------------------------------------------------
-    def fetch(self, url: str, *, content_types: Collection[str] | None = HTML_TYPES,
-              hop_check: HopCheck | None = None, max_bytes: int | None = None,
-              truncate: bool = False) -> FetchResult:
+    def fetch(
+        self,
+        url: str,
+        *,
+        content_types: Collection[str] | None = HTML_TYPES,
+        hop_check: HopCheck | None = None,
+        max_bytes: int | None = None,
+        truncate: bool = False,
+    ) -> FetchResult:
         """GET ``url`` following up to 5 redirects, each hop checked.
 
         ``content_types``: accepted media types (``None`` accepts any). ``hop_check(url)``
@@ -310,8 +334,9 @@ class Fetcher:
         return self._finish(result, "refused", "too_many_redirects")
 
     # -- internals -------------------------------------------------------------------------
-    def _redirect_target(self, current: str, location: str, seen: set[str],
-                         hop_check: HopCheck | None) -> tuple[str | None, str | None]:
+    def _redirect_target(
+        self, current: str, location: str, seen: set[str], hop_check: HopCheck | None
+    ) -> tuple[str | None, str | None]:
         """The URL to request next (``Location`` resolved, fragment dropped) and a refusal reason.
 
         Rules are checked on the normalised target; the raw target is what the server asked for.
@@ -333,8 +358,7 @@ class Fetcher:
                 return None, reason if reason.startswith(("redirect_", "robots")) else f"redirect_{reason}"
         return target, None
 
-    def _complete(self, result: FetchResult, resp: _Response,
-                  content_types: Collection[str] | None) -> FetchResult:
+    def _complete(self, result: FetchResult, resp: _Response, content_types: Collection[str] | None) -> FetchResult:
         """Turn the last hop's response into the final result."""
         result.status = resp.status
         if resp.headers is not None:
@@ -361,8 +385,9 @@ class Fetcher:
             log.debug("%s %s: %s", outcome, result.requested_url, reason)
         return result
 
-    def _request_with_retries(self, url: str, content_types: Collection[str] | None, limit: int,
-                              truncate: bool, result: FetchResult) -> _Response:
+    def _request_with_retries(
+        self, url: str, content_types: Collection[str] | None, limit: int, truncate: bool, result: FetchResult
+    ) -> _Response:
         """One hop, retried on timeouts, connection errors, 429 and 5xx."""
         resp = _Response(error="connection_error")
         for attempt in range(self.max_retries + 1):
@@ -371,8 +396,14 @@ class Fetcher:
             if not self._retryable(resp) or attempt == self.max_retries:
                 break
             wait = self._backoff(attempt, resp.retry_after)
-            log.info("retrying %s in %.2fs (%s, attempt %d of %d)", url, wait,
-                     resp.error or f"http_{resp.status}", attempt + 2, self.max_retries + 1)
+            log.info(
+                "retrying %s in %.2fs (%s, attempt %d of %d)",
+                url,
+                wait,
+                resp.error or f"http_{resp.status}",
+                attempt + 2,
+                self.max_retries + 1,
+            )
             if self._stop.wait(wait):
                 raise FetchCancelled("fetcher closed")
         return resp
@@ -385,11 +416,10 @@ class Fetcher:
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """``backoff * 2**attempt``; a Retry-After header wins; both capped at max_backoff."""
-        wait = retry_after if retry_after is not None else self.backoff * (2 ** attempt)
+        wait = retry_after if retry_after is not None else self.backoff * (2**attempt)
         return max(0.0, min(wait, self.max_backoff))
 
-    def _request_once(self, url: str, content_types: Collection[str] | None, limit: int,
-                      truncate: bool) -> _Response:
+    def _request_once(self, url: str, content_types: Collection[str] | None, limit: int, truncate: bool) -> _Response:
         """One GET, paced, streamed, without following redirects."""
         host = url_host(url)
         self.pacer.wait_turn(host)
@@ -414,8 +444,14 @@ class Fetcher:
         except httpx.InvalidURL:
             return _Response(error="bad_url")
 
-    def _read(self, response: httpx.Response, content_types: Collection[str] | None, limit: int,
-              truncate: bool, deadline: float) -> _Response:
+    def _read(
+        self,
+        response: httpx.Response,
+        content_types: Collection[str] | None,
+        limit: int,
+        truncate: bool,
+        deadline: float,
+    ) -> _Response:
         """Check status and headers, then stream the body up to ``limit`` bytes before ``deadline``."""
         out = _Response(status=response.status_code, headers=response.headers)
         status = response.status_code

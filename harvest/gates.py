@@ -41,8 +41,17 @@ LANGID_MAX_CHARS = 500  # language identification reads at most this much text
 # page_language reads the prose only that far)
 LANGID_MIN_PROSE = 200
 REASONS = (
-    "too_short_chars", "too_long_chars", "too_few_words", "too_many_words", "boilerplate",
-    "symbol_ratio", "duplicate_lines", "top_ngram", "language", "readability_low", "readability_high",
+    "too_short_chars",
+    "too_long_chars",
+    "too_few_words",
+    "too_many_words",
+    "boilerplate",
+    "symbol_ratio",
+    "duplicate_lines",
+    "top_ngram",
+    "language",
+    "readability_low",
+    "readability_high",
 )
 
 _FENCED_CODE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.M | re.S)
@@ -266,7 +275,7 @@ def _top_ngram_fraction(lowered: str, n: int = 3) -> float:
     if len(words) < n + 1:
         return 0.0
     grams = len(words) - n + 1
-    counts = Counter(zip(*(words[i:grams + i] for i in range(n)), strict=True))
+    counts = Counter(zip(*(words[i : grams + i] for i in range(n)), strict=True))
     if len(counts) == grams:
         return 0.0  # no n-gram repeats
     gram, freq = max(counts.items(), key=itemgetter(1))  # Counter.most_common(1): the first of the most frequent
@@ -277,8 +286,19 @@ def _top_ngram_fraction(lowered: str, n: int = 3) -> float:
 # --------------------------------------------------------------------------- the gates
 
 
-METRICS = ("chars", "words", "boilerplate", "symbol_ratio", "dup_line_fraction", "top_ngram_fraction",
-           "language", "lang_confidence", "prose_sentences", "grade", "readability_skipped")
+METRICS = (
+    "chars",
+    "words",
+    "boilerplate",
+    "symbol_ratio",
+    "dup_line_fraction",
+    "top_ngram_fraction",
+    "language",
+    "lang_confidence",
+    "prose_sentences",
+    "grade",
+    "readability_skipped",
+)
 
 
 MEMO_SIZE = 2048  # texts whose analysis is kept (cleared when full)
@@ -329,8 +349,7 @@ class QualityGates:
         item = self._item(text.strip())
         if item.head is None:  # the gates that read the text alone: size, boilerplate, Gopher
             found: dict[str, Any] = {}
-            item.head = (self._size(item, found) or self._boilerplate(item, found) or self._gopher(item, found),
-                         found)
+            item.head = (self._size(item, found) or self._boilerplate(item, found) or self._gopher(item, found), found)
         reason, found = item.head
         metrics.update(found)
         if reason is None:

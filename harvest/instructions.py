@@ -19,13 +19,25 @@ from functools import lru_cache
 
 from harvest.sections import Section, lower_words
 
-INTENTS = ("explain", "best_practices", "design", "compare", "risks", "compliance", "implementation",
-           "troubleshooting")
+INTENTS = ("explain", "best_practices", "design", "compare", "risks", "compliance", "implementation", "troubleshooting")
 MIN_SCORE = 3  # fewer keyword points: explain
 WORDS_PER_POINT = 50  # and a long section needs one point per this many words (keyword density)
 HEADING_WEIGHT = 3
-GENERIC_HEADINGS = {"overview", "introduction", "summary", "background", "details", "notes", "about",
-                    "general", "description", "conclusion", "key concepts", "concepts", "how it works"}
+GENERIC_HEADINGS = {
+    "overview",
+    "introduction",
+    "summary",
+    "background",
+    "details",
+    "notes",
+    "about",
+    "general",
+    "description",
+    "conclusion",
+    "key concepts",
+    "concepts",
+    "how it works",
+}
 
 # intent -> (strong keywords: 2 points a hit, weak keywords: 1 point); ties go to the earlier
 # intent in this order. Matched on lowercased words (``\w+`` runs): "word" matches
@@ -33,28 +45,59 @@ GENERIC_HEADINGS = {"overview", "introduction", "summary", "background", "detail
 # words: "trade-off" is "trade off").
 _KEYWORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "troubleshooting": (
-        ("error", "errors", "fail", "fails", "failed", "failing", "failure", "failures", "troubleshoot*",
-         "debug*", "access denied", "diagnos*"),
-        ("resolv*", "issue", "issues", "symptom", "symptoms", "cannot")),
+        (
+            "error",
+            "errors",
+            "fail",
+            "fails",
+            "failed",
+            "failing",
+            "failure",
+            "failures",
+            "troubleshoot*",
+            "debug*",
+            "access denied",
+            "diagnos*",
+        ),
+        ("resolv*", "issue", "issues", "symptom", "symptoms", "cannot"),
+    ),
     "compliance": (
-        ("nist", "cis", "complian*", "audit*", "pci", "hipaa", "soc 2", "soc2", "iso 27001", "gdpr",
-         "fedramp", "regulat*"),
-        ("control", "controls", "benchmark", "benchmarks", "framework", "frameworks", "evidence")),
+        (
+            "nist",
+            "cis",
+            "complian*",
+            "audit*",
+            "pci",
+            "hipaa",
+            "soc 2",
+            "soc2",
+            "iso 27001",
+            "gdpr",
+            "fedramp",
+            "regulat*",
+        ),
+        ("control", "controls", "benchmark", "benchmarks", "framework", "frameworks", "evidence"),
+    ),
     "risks": (
         ("risk", "risks", "threat", "threats", "attack*", "vulnerab*", "exploit*", "exfiltrat*", "breach*"),
-        ("exposure", "compromis*", "malicious", "adversar*")),
+        ("exposure", "compromis*", "malicious", "adversar*"),
+    ),
     "compare": (
         ("vs", "versus", "compar*", "difference", "differences", "trade off", "trade offs", "tradeoff*"),
-        ("whereas", "alternative", "alternatives", "instead of", "unlike")),
+        ("whereas", "alternative", "alternatives", "instead of", "unlike"),
+    ),
     "implementation": (
         ("step", "steps", "how to", "install*", "set up"),
-        ("configur*", "enabl*", "deploy*", "command", "commands")),
+        ("configur*", "enabl*", "deploy*", "command", "commands"),
+    ),
     "best_practices": (
         ("best practice", "best practices", "recommend*", "should"),
-        ("avoid", "ensure", "must", "prefer", "never")),
+        ("avoid", "ensure", "must", "prefer", "never"),
+    ),
     "design": (
         ("architect*", "design*", "topolog*", "landing zone", "landing zones", "hub and spoke"),
-        ("pattern", "patterns", "segmentation", "multi account", "boundar*")),
+        ("pattern", "patterns", "segmentation", "multi account", "boundar*"),
+    ),
 }
 _NOT_COMPLIANCE = " access control"  # "access control(s)" is not about compliance controls
 _NUMBERED_LINE = re.compile(r"^[ \t]*\d{1,2}[.)][ \t]", re.M)  # a numbered list: implementation, strong
@@ -62,8 +105,9 @@ _CODE_FENCE = re.compile(r"^[ \t]*```", re.M)  # a code block: implementation, w
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
-def _keyword_tables() -> tuple[dict[str, list[tuple[str, int]]], list[tuple[str, str, int]],
-                               list[tuple[str, str, int]]]:
+def _keyword_tables() -> tuple[
+    dict[str, list[tuple[str, int]]], list[tuple[str, str, int]], list[tuple[str, str, int]]
+]:
     words: dict[str, list[tuple[str, int]]] = {}
     stems: list[tuple[str, str, int]] = []
     phrases: list[tuple[str, str, int]] = []
@@ -89,6 +133,7 @@ def _word_points(word: str) -> tuple[tuple[str, int], ...]:
     if word.startswith(_STEM_PREFIXES):
         hits += [(intent, points) for stem, intent, points in _STEMS if word.startswith(stem)]
     return tuple(hits)
+
 
 # intent -> templates; {persona}, {topic}, {where} (" in the context of <page>" or "")
 TEMPLATES: dict[str, list[str]] = {
@@ -179,8 +224,9 @@ def choose_intent(section: Section, intents: list[str]) -> str:
         raise ValueError(f"instructions: unknown intents {sorted(unknown)}; known: {', '.join(INTENTS)}")
     scores = intent_scores(section)
     needed = max(MIN_SCORE, len(section.text.split()) // WORDS_PER_POINT)
-    ranked = sorted((i for i in _KEYWORDS if i in intents and scores[i] >= needed),
-                    key=lambda i: -scores[i])  # stable: ties keep _KEYWORDS order
+    ranked = sorted(
+        (i for i in _KEYWORDS if i in intents and scores[i] >= needed), key=lambda i: -scores[i]
+    )  # stable: ties keep _KEYWORDS order
     if ranked:
         return ranked[0]
     return "explain" if "explain" in intents else intents[0]

@@ -118,8 +118,7 @@ class PageProcessor:
             chunks += chunk_section(section, self.max_tokens, self.chunking["overlap_tokens"], self.count_tokens)
         return chunks
 
-    def store(self, conn: sqlite3.Connection, doc: Document | None, *, source: str, url: str,
-              fetched_at: str) -> None:
+    def store(self, conn: sqlite3.Connection, doc: Document | None, *, source: str, url: str, fetched_at: str) -> None:
         if doc is None or not doc.text.strip():
             conn.execute("INSERT OR REPLACE INTO page_notes VALUES (?, ?, ?)", (source, url, "no_text"))
             return
@@ -131,12 +130,29 @@ class PageProcessor:
             verdict = self.gates.check(chunk.text, language=language)
             chunk_index = by_section[chunk.index]
             by_section[chunk.index] += 1
-            rows.append((rank, source, url, title, chunk.heading, chunk.index, chunk_index, chunk.kind, chunk.text,
-                         fetched_at, int(verdict.passed), verdict.reason, self._METRICS_JSON.encode(verdict.metrics)))
+            rows.append(
+                (
+                    rank,
+                    source,
+                    url,
+                    title,
+                    chunk.heading,
+                    chunk.index,
+                    chunk_index,
+                    chunk.kind,
+                    chunk.text,
+                    fetched_at,
+                    int(verdict.passed),
+                    verdict.reason,
+                    self._METRICS_JSON.encode(verdict.metrics),
+                )
+            )
         conn.executemany(
             "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
             "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 def max_record_tokens(recipe: Recipe, count_tokens: Callable[[str], int]) -> int:
@@ -147,9 +163,11 @@ def max_record_tokens(recipe: Recipe, count_tokens: Callable[[str], int]) -> int
     room = count_tokens(recipe.system_prompt) + PROMPT_ROOM_TOKENS
     budget = recipe.train["sequence_len"] - room
     if budget < 32:
-        raise BadInputError(f"{recipe.path}: train.sequence_len = {recipe.train['sequence_len']} leaves "
-                            f"{budget} tokens for a record after the system prompt; raise sequence_len "
-                            "or shorten system_prompt")
+        raise BadInputError(
+            f"{recipe.path}: train.sequence_len = {recipe.train['sequence_len']} leaves "
+            f"{budget} tokens for a record after the system prompt; raise sequence_len "
+            "or shorten system_prompt"
+        )
     return budget
 
 
@@ -166,8 +184,10 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     store = ChunkStore(state_path)
     try:
         with harvest_progress() as progress:
-            crawl_stats = [harvest_source(recipe, source, processor, state_path, store, progress)
-                           for source in recipe.harvest["sources"]]
+            crawl_stats = [
+                harvest_source(recipe, source, processor, state_path, store, progress)
+                for source in recipe.harvest["sources"]
+            ]
             decide_records(recipe, store, progress)
         counts = write_outputs(recipe, store, data_dir)
         stats = collect_stats(recipe, store, crawl_stats)
@@ -179,7 +199,8 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
         raise BadInputError(
             f"{recipe.path}: only {kept} records survived the harvest (harvest.output.min_records = "
             f"{recipe.harvest['output']['min_records']}); see {data_dir / 'quality.md'} for what was "
-            "rejected and why")
+            "rejected and why"
+        )
     log.info("harvest: %d records -> %s (report: %s)", kept, data_dir / "train.jsonl", data_dir / "quality.md")
     return {"records": kept, "train_sha256": counts["train_sha256"], "pages": stats["pages"]["fetched"]}
 
@@ -187,12 +208,25 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
 def harvest_progress() -> Progress:
     """A rich progress display on stderr (hidden when stderr is not a terminal)."""
     console = Console(stderr=True)
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
 
 
-def harvest_source(recipe: Recipe, source: dict[str, Any], processor: PageProcessor, state_path: Path,
-                   store: ChunkStore, progress: Progress | None = None) -> dict[str, Any]:
+def harvest_source(
+    recipe: Recipe,
+    source: dict[str, Any],
+    processor: PageProcessor,
+    state_path: Path,
+    store: ChunkStore,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Harvest one source (web, served or local); returns its crawl statistics."""
     task = progress.add_task(f"{source['name']}", total=source["max_pages"]) if progress else None
 
@@ -206,16 +240,19 @@ def harvest_source(recipe: Recipe, source: dict[str, Any], processor: PageProces
     from harvest.state import CrawlState
 
     context: AbstractContextManager[dict[str, Any]] = (
-        served_source(recipe, source) if source["kind"] == "served" else nullcontext(source))
+        served_source(recipe, source) if source["kind"] == "served" else nullcontext(source)
+    )
     with context as effective:
         state = CrawlState(state_path)
         try:
+
             def on_page(page: Any, conn: sqlite3.Connection) -> None:
                 doc = page_document(page, effective["name"])
                 processor.store(conn, doc, source=effective["name"], url=page.url, fetched_at=page.fetched_at)
 
-            stats = crawl(effective, recipe.harvest["politeness"], recipe.harvest["user_agent"], state, on_page,
-                          progress=tick)
+            stats = crawl(
+                effective, recipe.harvest["politeness"], recipe.harvest["user_agent"], state, on_page, progress=tick
+            )
         finally:
             state.close()
     return stats_dict(stats)
@@ -235,13 +272,20 @@ def served_source(recipe: Recipe, source: dict[str, Any]) -> Iterator[dict[str, 
 
     root = recipe.resolve_path(source["path"] or "")
     if not root.is_dir():
-        raise MissingResourceError(f"{recipe.path}: harvest.sources[{source['name']}].path: folder {root} "
-                                   "does not exist (a 'served' source needs a folder of HTML pages)")
+        raise MissingResourceError(
+            f"{recipe.path}: harvest.sources[{source['name']}].path: folder {root} "
+            "does not exist (a 'served' source needs a folder of HTML pages)"
+        )
     port = stable_port(f"{recipe.name}/{source['name']}")
     with serve_folder(root, host="127.0.0.1", port=port) as base_url:
         host = base_url.split("://", 1)[1].rstrip("/")
-        yield {**source, "kind": "web", "start_urls": [base_url.rstrip("/") + "/"],
-               "sitemaps": [], "allowed_domains": [host.split(":")[0], host]}
+        yield {
+            **source,
+            "kind": "web",
+            "start_urls": [base_url.rstrip("/") + "/"],
+            "sitemaps": [],
+            "allowed_domains": [host.split(":")[0], host],
+        }
 
 
 def stable_port(key: str) -> int:
@@ -249,8 +293,13 @@ def stable_port(key: str) -> int:
     return 20000 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % 20000
 
 
-def harvest_local(recipe: Recipe, source: dict[str, Any], processor: PageProcessor,
-                  store: ChunkStore, tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+def harvest_local(
+    recipe: Recipe,
+    source: dict[str, Any],
+    processor: PageProcessor,
+    store: ChunkStore,
+    tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Read local files (HTML, Markdown, text, PDF) in sorted order, checkpointing each file."""
     root = recipe.resolve_path(source["path"] or "")
     if not root.exists():
@@ -293,10 +342,11 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
     deduper.load(store.conn.execute("SELECT CAST(chunk_id AS TEXT), exact_hash, signature FROM records ORDER BY id"))
     pending = store.conn.execute(
         "SELECT id, title, heading, section_index, chunk_index, kind, text FROM chunks "
-        "WHERE passed = 1 AND decided = 0 ORDER BY source_rank, url, section_index, chunk_index").fetchall()
+        "WHERE passed = 1 AND decided = 0 ORDER BY source_rank, url, section_index, chunk_index"
+    ).fetchall()
     task = progress.add_task("dedup + instructions", total=len(pending)) if progress else None
     for start in range(0, len(pending), DECISION_BATCH):
-        batch = pending[start:start + DECISION_BATCH]
+        batch = pending[start : start + DECISION_BATCH]
         with store.transaction() as conn:
             for row in batch:
                 _decide(conn, deduper, row, cfg["enabled"], ins)
@@ -304,22 +354,34 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
             progress.advance(task, len(batch))
 
 
-def _decide(conn: sqlite3.Connection, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool,
-            ins: dict[str, Any]) -> None:
+def _decide(
+    conn: sqlite3.Connection, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool, ins: dict[str, Any]
+) -> None:
     cid, title, heading, index, part, kind, text = row
     result = deduper.check(str(cid), text) if dedup_enabled else None
     if result is not None and result.kind != "unique":
-        conn.execute("INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)",
-                     (cid, result.kind, result.duplicate_of, result.similarity))
+        conn.execute(
+            "INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)",
+            (cid, result.kind, result.duplicate_of, result.similarity),
+        )
     else:
         section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind, part=part)
         instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
         conn.execute(
             "INSERT OR REPLACE INTO records (chunk_id, instruction, input, output, intent, template_id, "
             "exact_hash, signature, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (cid, instruction.instruction, "", text, instruction.intent, instruction.template_id,
-             result.exact_hash if result else "", result.signature if result else b"",
-             hashlib.sha256(text.encode()).hexdigest()))
+            (
+                cid,
+                instruction.instruction,
+                "",
+                text,
+                instruction.intent,
+                instruction.template_id,
+                result.exact_hash if result else "",
+                result.signature if result else b"",
+                hashlib.sha256(text.encode()).hexdigest(),
+            ),
+        )
         if result is not None:
             deduper.add(str(cid), result)
     conn.execute("UPDATE chunks SET decided = 1 WHERE id = ?", (cid,))
@@ -332,17 +394,29 @@ def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str
     rows = store.conn.execute(
         "SELECT r.instruction, r.input, r.output, c.url, c.title, c.heading, c.source, c.fetched_at, "
         "r.content_hash, r.intent, r.template_id FROM records r JOIN chunks c ON c.id = r.chunk_id "
-        "ORDER BY c.source_rank, c.url, c.section_index, c.chunk_index").fetchall()
+        "ORDER BY c.source_rank, c.url, c.section_index, c.chunk_index"
+    ).fetchall()
     train, sources = [], []
     for instr, inp, out, url, title, heading, source, fetched, chash, intent, template in rows:
         record = {"instruction": instr, "input": inp, "output": out}
         errors = sorted(e.message for e in validator.iter_errors(record))
         if errors:
-            raise BadInputError(f"record from {url} ({heading}) does not match schemas/alpaca.schema.json: "
-                                f"{'; '.join(errors)}")
+            raise BadInputError(
+                f"record from {url} ({heading}) does not match schemas/alpaca.schema.json: {'; '.join(errors)}"
+            )
         train.append(record)
-        sources.append({"url": url, "title": title, "section": heading, "source": source,
-                        "fetched_at": fetched, "content_hash": chash, "intent": intent, "template": template})
+        sources.append(
+            {
+                "url": url,
+                "title": title,
+                "section": heading,
+                "source": source,
+                "fetched_at": fetched,
+                "content_hash": chash,
+                "intent": intent,
+                "template": template,
+            }
+        )
     write_jsonl(data_dir / "train.jsonl", train)
     write_jsonl(data_dir / "sources.jsonl", sources)
     return {"records": len(train), "train_sha256": file_sha256(data_dir / "train.jsonl")}
@@ -359,12 +433,14 @@ def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str,
         for key in ("refused", "failed"):
             refused.update({str(k): int(v) for k, v in (s.get(key) or {}).items()})
         per_domain.update({str(k): int(v) for k, v in (s.get("per_host") or {}).items()})
-    rejected = Counter(dict(conn.execute(
-        "SELECT reason, COUNT(*) FROM chunks WHERE passed = 0 GROUP BY reason").fetchall()))
+    rejected = Counter(
+        dict(conn.execute("SELECT reason, COUNT(*) FROM chunks WHERE passed = 0 GROUP BY reason").fetchall())
+    )
     dup = dict(conn.execute("SELECT kind, COUNT(*) FROM duplicates GROUP BY kind").fetchall())
     rows = conn.execute(
         "SELECT c.source, c.metrics, r.intent, r.template_id, r.output FROM records r "
-        "JOIN chunks c ON c.id = r.chunk_id").fetchall()
+        "JOIN chunks c ON c.id = r.chunk_id"
+    ).fetchall()
     words = [len(out.split()) for *_, out in rows]
     grades = [json.loads(m).get("grade") for _, m, *_ in rows]
     grades_known = [g for g in grades if isinstance(g, int | float)]
@@ -372,20 +448,31 @@ def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str,
     return {
         "recipe": recipe.name,
         "generated": now_iso(),
-        "pages": {"fetched": fetched, "refused": dict(refused), "per_domain": dict(per_domain),
-                  "no_text": conn.execute("SELECT COUNT(*) FROM page_notes").fetchone()[0]},
+        "pages": {
+            "fetched": fetched,
+            "refused": dict(refused),
+            "per_domain": dict(per_domain),
+            "no_text": conn.execute("SELECT COUNT(*) FROM page_notes").fetchone()[0],
+        },
         "sections": {
             "total": conn.execute("SELECT COUNT(DISTINCT url || '#' || section_index) FROM chunks").fetchone()[0],
             "chunks": conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0],
             "passed": conn.execute("SELECT COUNT(*) FROM chunks WHERE passed = 1").fetchone()[0],
-            "rejected": dict(rejected)},
-        "dedup": {"exact": dup.get("exact", 0), "near": dup.get("near", 0),
-                  "threshold": recipe.harvest["dedup"]["threshold"]},
+            "rejected": dict(rejected),
+        },
+        "dedup": {
+            "exact": dup.get("exact", 0),
+            "near": dup.get("near", 0),
+            "threshold": recipe.harvest["dedup"]["threshold"],
+        },
         "records": {
-            "kept": len(rows), "per_source": dict(Counter(r[0] for r in rows)),
-            "words_min": min(words, default=0), "words_max": max(words, default=0),
+            "kept": len(rows),
+            "per_source": dict(Counter(r[0] for r in rows)),
+            "words_min": min(words, default=0),
+            "words_max": max(words, default=0),
             "words_median": statistics.median(words) if words else 0,
-            "grade_median": round(statistics.median(grades_known), 1) if grades_known else None},
+            "grade_median": round(statistics.median(grades_known), 1) if grades_known else None,
+        },
         "diversity": instruction_diversity(instructions),
         "word_counts": words,
         "grades": grades_known,

@@ -75,15 +75,18 @@ def render_markdown(s: dict[str, Any]) -> str:
         "## Pages\n",
         f"- fetched: {pages['fetched']}\n- refused or failed: {sum(pages['refused'].values())}\n"
         f"- pages with no extractable text: {pages['no_text']}\n",
-        "### Refused or failed, by reason\n", _table(pages["refused"], ("reason", "pages")),
-        "### Pages per domain\n", _table(pages["per_domain"], ("domain", "pages")),
+        "### Refused or failed, by reason\n",
+        _table(pages["refused"], ("reason", "pages")),
+        "### Pages per domain\n",
+        _table(pages["per_domain"], ("domain", "pages")),
         "## Quality gates\n",
         f"Chunks checked: {sections['chunks']}; passed: {sections['passed']}.\n\n",
         _table(sections["rejected"], ("rejected by", "chunks")),
         "## Duplicates\n",
         f"- exact duplicates removed: {dedup['exact']}\n- near-duplicates removed (MinHash LSH, "
         f"Jaccard >= {dedup['threshold']}): {dedup['near']}\n",
-        "## Records\n", _table(records["per_source"], ("source", "records")),
+        "## Records\n",
+        _table(records["per_source"], ("source", "records")),
         f"\nWords per record: min {records['words_min']}, median {records['words_median']}, "
         f"max {records['words_max']}. Grade (prose): median {records['grade_median']}.\n",
         "## Instruction diversity\n",

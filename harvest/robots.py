@@ -63,8 +63,7 @@ class RobotsRules:
         return [urljoin(self.origin + "/", s.strip()) for s in self.parser.sitemaps if s.strip()]
 
 
-def rules_from_fetch(origin: str, outcome: str, reason: str | None, status: int | None,
-                     body: bytes) -> RobotsRules:
+def rules_from_fetch(origin: str, outcome: str, reason: str | None, status: int | None, body: bytes) -> RobotsRules:
     """Google's reading of a robots.txt fetch outcome."""
     if outcome == "ok":
         text = body[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace")
@@ -131,7 +130,6 @@ class RobotsCache:
         delay = rules.delay(self.user_agent)
         self.fetcher.pacer.raise_delay(url_host(origin), delay)  # before any other request to the host
         if delay is not None and delay > LONG_CRAWL_DELAY:
-            log.warning("%s asks for %.0f s between requests; the crawl of that host will be slow",
-                        robots_url, delay)
+            log.warning("%s asks for %.0f s between requests; the crawl of that host will be slow", robots_url, delay)
         log.info("robots.txt %s: %s (%s)", robots_url, rules.status, rules.reason)
         return rules

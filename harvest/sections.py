@@ -202,9 +202,7 @@ def count_sentences(prose: str, min_words: int = 3) -> int:
     """Number of sentences with at least ``min_words`` words."""
     # a sentence from split_sentences is single-spaced without leading or trailing space: its
     # words are its spaces plus one
-    return sum(
-        1 for para in prose.split("\n\n") for s in split_sentences(para) if s.count(" ") + 1 >= min_words
-    )
+    return sum(1 for para in prose.split("\n\n") for s in split_sentences(para) if s.count(" ") + 1 >= min_words)
 
 
 # --------------------------------------------------------------------------- sections
@@ -236,8 +234,11 @@ def split_sections(doc: Document, min_heading_level: int) -> list[Section]:
                 fence = ""
         elif (match := _fence(line)) is not None:
             fence = match.group(1)
-        elif line[:1] == "#" and (heading := _HEADING.match(line)) is not None \
-                and len(heading.group(1)) <= min_heading_level:
+        elif (
+            line[:1] == "#"
+            and (heading := _HEADING.match(line)) is not None
+            and len(heading.group(1)) <= min_heading_level
+        ):
             close()
             level = len(heading.group(1))
             while path and path[-1][0] >= level:
@@ -322,8 +323,9 @@ def _table_header(text: str) -> int:
     return 2 if len(lines) > 2 and _TABLE_SEPARATOR.match(lines[1]) else 0
 
 
-def _split_lines(text: str, budget: int, count: Callable[[str], int], header_lines: int = 0,
-                 wrap: tuple[str, str] = ("", "")) -> list[str]:
+def _split_lines(
+    text: str, budget: int, count: Callable[[str], int], header_lines: int = 0, wrap: tuple[str, str] = ("", "")
+) -> list[str]:
     """Group lines into pieces within ``budget``, repeating a header and wrapping each piece."""
     if count(text) <= budget:
         return [text]
@@ -432,7 +434,7 @@ def _pack(units: list[_Unit], budget: int, overlap: int, count: Callable[[str], 
             else:
                 break  # a single unit always fits (see _hard_split)
         chunks.append(_join(current))
-        carry = _tail(current[len(current) - (end - start):], overlap) if end < len(units) else []
+        carry = _tail(current[len(current) - (end - start) :], overlap) if end < len(units) else []
         start = end
     return chunks
 

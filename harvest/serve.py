@@ -21,8 +21,13 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".html": "text/html; charset=utf-8",
-                      ".htm": "text/html; charset=utf-8", ".xml": "application/xml", ".txt": "text/plain"}
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".html": "text/html; charset=utf-8",
+        ".htm": "text/html; charset=utf-8",
+        ".xml": "application/xml",
+        ".txt": "text/plain",
+    }
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("serve %s - %s", self.address_string(), format % args)
@@ -41,8 +46,9 @@ def serve_folder(folder: Path, host: str = "127.0.0.1", port: int = 0) -> Iterat
     except OSError as exc:
         raise MissingResourceError(f"cannot listen on {host}:{port} to serve {root}: {exc}") from exc
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name=f"serve-{root.name}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"serve-{root.name}", daemon=True
+    )
     thread.start()
     bound_port = server.server_address[1]
     base_url = f"http://{host}:{bound_port}"

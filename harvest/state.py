@@ -145,45 +145,61 @@ class CrawlState:
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, source: str, key: str) -> object | None:
         """A JSON value stored for ``source`` (``None`` if absent)."""
-        row = self.conn.execute("SELECT value FROM crawl_meta WHERE source = ? AND key = ?",
-                                (source, key)).fetchone()
+        row = self.conn.execute("SELECT value FROM crawl_meta WHERE source = ? AND key = ?", (source, key)).fetchone()
         return json.loads(row[0]) if row else None
 
     @staticmethod
     def set_meta(conn: sqlite3.Connection, source: str, key: str, value: object) -> None:
         """Store a JSON value for ``source`` (inside the caller's transaction)."""
-        conn.execute("INSERT OR REPLACE INTO crawl_meta (source, key, value) VALUES (?, ?, ?)",
-                     (source, key, json.dumps(value, sort_keys=True)))
+        conn.execute(
+            "INSERT OR REPLACE INTO crawl_meta (source, key, value) VALUES (?, ?, ?)",
+            (source, key, json.dumps(value, sort_keys=True)),
+        )
 
     # -- frontier writes (inside a transaction) ------------------------------------------------
     @staticmethod
-    def add_urls(conn: sqlite3.Connection, source: str, depth: int, parent_rank: int,
-                 seeds: Iterable[Seed], now: str) -> int:
+    def add_urls(
+        conn: sqlite3.Connection, source: str, depth: int, parent_rank: int, seeds: Iterable[Seed], now: str
+    ) -> int:
         """Insert URLs found at ``depth`` (first finder wins); returns how many were new."""
         added = 0
         for index, seed in enumerate(seeds):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO crawl_frontier (source, url, host, depth, parent_rank, link_index, "
                 "status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (source, seed.url, seed.host, depth, parent_rank, index, seed.status, seed.reason, now))
+                (source, seed.url, seed.host, depth, parent_rank, index, seed.status, seed.reason, now),
+            )
             added += cur.rowcount
         return added
 
     @staticmethod
-    def mark(conn: sqlite3.Connection, source: str, url: str, status: str, reason: str | None, now: str, *,
-             http_status: int | None = None, final_url: str | None = None, content_type: str | None = None,
-             requests: int = 0) -> None:
+    def mark(
+        conn: sqlite3.Connection,
+        source: str,
+        url: str,
+        status: str,
+        reason: str | None,
+        now: str,
+        *,
+        http_status: int | None = None,
+        final_url: str | None = None,
+        content_type: str | None = None,
+        requests: int = 0,
+    ) -> None:
         """Record a URL's outcome."""
         conn.execute(
             "UPDATE crawl_frontier SET status = ?, reason = ?, http_status = ?, final_url = ?, "
             "content_type = ?, requests = requests + ?, updated_at = ? WHERE source = ? AND url = ?",
-            (status, reason, http_status, final_url, content_type, requests, now, source, url))
+            (status, reason, http_status, final_url, content_type, requests, now, source, url),
+        )
 
     @staticmethod
     def is_fetched(conn: sqlite3.Connection, source: str, final_url: str) -> bool:
         """Has a page with this final URL already been handed over?"""
-        row = conn.execute("SELECT 1 FROM crawl_frontier WHERE source = ? AND final_url = ? AND status = "
-                           "'fetched' LIMIT 1", (source, final_url)).fetchone()
+        row = conn.execute(
+            "SELECT 1 FROM crawl_frontier WHERE source = ? AND final_url = ? AND status = 'fetched' LIMIT 1",
+            (source, final_url),
+        ).fetchone()
         return row is not None
 
     # -- frontier reads -----------------------------------------------------------------------
@@ -193,13 +209,18 @@ class CrawlState:
 
     def count(self, source: str, status: str) -> int:
         """Number of URLs of ``source`` with ``status``."""
-        return int(self.conn.execute("SELECT COUNT(*) FROM crawl_frontier WHERE source = ? AND status = ?",
-                                     (source, status)).fetchone()[0])
+        return int(
+            self.conn.execute(
+                "SELECT COUNT(*) FROM crawl_frontier WHERE source = ? AND status = ?", (source, status)
+            ).fetchone()[0]
+        )
 
     def next_level(self, source: str, max_depth: int) -> int | None:
         """Shallowest depth (≤ ``max_depth``) with pending URLs, or ``None``."""
-        row = self.conn.execute("SELECT MIN(depth) FROM crawl_frontier WHERE source = ? AND "
-                                "status = 'pending' AND depth <= ?", (source, max_depth)).fetchone()
+        row = self.conn.execute(
+            "SELECT MIN(depth) FROM crawl_frontier WHERE source = ? AND status = 'pending' AND depth <= ?",
+            (source, max_depth),
+        ).fetchone()
         return None if row[0] is None else int(row[0])
 
     def assign_ranks(self, source: str, depth: int) -> None:
@@ -207,21 +228,29 @@ class CrawlState:
         position), interleaved round-robin across hosts so that the crawler's look-ahead window always
         holds work for every host (otherwise one host's block of links serialises a multi-host crawl)."""
         with self.transaction() as conn:
-            missing = conn.execute("SELECT COUNT(*) FROM crawl_frontier WHERE source = ? AND depth = ? AND "
-                                   "rank IS NULL", (source, depth)).fetchone()[0]
+            missing = conn.execute(
+                "SELECT COUNT(*) FROM crawl_frontier WHERE source = ? AND depth = ? AND rank IS NULL", (source, depth)
+            ).fetchone()[0]
             if not missing:
                 return
             rows = conn.execute(
                 "SELECT url, host FROM crawl_frontier WHERE source = ? AND depth = ? "
-                "ORDER BY parent_rank, link_index, url", (source, depth)).fetchall()
+                "ORDER BY parent_rank, link_index, url",
+                (source, depth),
+            ).fetchall()
             urls = _round_robin_by_host(rows)
-            conn.executemany("UPDATE crawl_frontier SET rank = ? WHERE source = ? AND url = ?",
-                             [(i, source, url) for i, url in enumerate(urls)])
+            conn.executemany(
+                "UPDATE crawl_frontier SET rank = ? WHERE source = ? AND url = ?",
+                [(i, source, url) for i, url in enumerate(urls)],
+            )
 
     def pending(self, source: str, depth: int) -> list[FrontierRow]:
         """Pending URLs of one level, in rank order."""
-        rows = self.conn.execute("SELECT url, host, depth, rank FROM crawl_frontier WHERE source = ? AND "
-                                 "depth = ? AND status = 'pending' ORDER BY rank", (source, depth))
+        rows = self.conn.execute(
+            "SELECT url, host, depth, rank FROM crawl_frontier WHERE source = ? AND "
+            "depth = ? AND status = 'pending' ORDER BY rank",
+            (source, depth),
+        )
         return [FrontierRow(url, host, int(d), int(rank)) for url, host, d, rank in rows]
 
     def outcome(self, source: str, url: str) -> dict[str, object] | None:
@@ -234,13 +263,15 @@ class CrawlState:
 
     def outcomes(self, source: str) -> list[dict[str, object]]:
         """Every URL row of ``source`` (depth, then rank)."""
-        cur = self.conn.execute("SELECT * FROM crawl_frontier WHERE source = ? ORDER BY depth, rank, url",
-                                (source,))
+        cur = self.conn.execute("SELECT * FROM crawl_frontier WHERE source = ? ORDER BY depth, rank, url", (source,))
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
 
     def tally(self, source: str) -> list[tuple[str, str, str | None, int]]:
         """``(host, status, reason, count)`` groups of ``source``."""
-        rows = self.conn.execute("SELECT host, status, reason, COUNT(*) FROM crawl_frontier WHERE source = ? "
-                                 "GROUP BY host, status, reason ORDER BY host, status, reason", (source,))
+        rows = self.conn.execute(
+            "SELECT host, status, reason, COUNT(*) FROM crawl_frontier WHERE source = ? "
+            "GROUP BY host, status, reason ORDER BY host, status, reason",
+            (source,),
+        )
         return [(h, s, r, int(n)) for h, s, r, n in rows]

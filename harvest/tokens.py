@@ -94,7 +94,7 @@ def ascii_pattern(pattern: str) -> str | None:
             elif nxt == "S" and not in_class:
                 out.append(f"[^{_ASCII_SPACE}]")
             elif nxt in "rnt" or not nxt.isalnum():
-                out.append(pattern[i:i + 2])  # \r, \n, \t and escaped punctuation mean the same
+                out.append(pattern[i : i + 2])  # \r, \n, \t and escaped punctuation mean the same
             else:
                 return None  # \p{..}, \w, \d, \b, \S in a class...: not rewritten
             i += 2
@@ -170,8 +170,11 @@ class TokenCounter:
             return False
         try:
             pattern = _byte_level_bpe_pattern(self.backend)
-            added = sorted({str(t.content) for t in self.backend.get_added_tokens_decoder().values() if t.content},
-                           key=len, reverse=True)
+            added = sorted(
+                {str(t.content) for t in self.backend.get_added_tokens_decoder().values() if t.content},
+                key=len,
+                reverse=True,
+            )
         except Exception:  # noqa: BLE001 - an exotic tokenizer: count with the tokenizer itself
             log.debug("token counter: tokenizer not inspectable", exc_info=True)
             return False
@@ -204,8 +207,11 @@ class TokenCounter:
     def _count(self, text: str) -> int:
         if self._pieces is None or self._ascii is None or self._unicode is None:
             return self._tokenizer_count(text)
-        if self._added is not None and (not self._added_prefix or self._added_prefix in text) \
-                and self._added.search(text):
+        if (
+            self._added is not None
+            and (not self._added_prefix or self._added_prefix in text)
+            and self._added.search(text)
+        ):
             return self._tokenizer_count(text)
         if text.isascii():
             pieces = self._ascii(text)
@@ -232,15 +238,24 @@ def _byte_level_bpe_pattern(backend: Any) -> str | None:
     if not steps or len(steps) != 2:
         return None
     split, byte_level = steps
-    if (split.get("type") != "Split" or split.get("behavior") != "Isolated" or split.get("invert")
-            or "Regex" not in (split.get("pattern") or {})):
+    if (
+        split.get("type") != "Split"
+        or split.get("behavior") != "Isolated"
+        or split.get("invert")
+        or "Regex" not in (split.get("pattern") or {})
+    ):
         return None
     if byte_level.get("type") != "ByteLevel" or byte_level.get("add_prefix_space") or byte_level.get("use_regex"):
         return None
     from tokenizers.models import BPE
 
     model = backend.model
-    if (not isinstance(model, BPE) or model.dropout or model.byte_fallback or model.continuing_subword_prefix
-            or model.end_of_word_suffix):
+    if (
+        not isinstance(model, BPE)
+        or model.dropout
+        or model.byte_fallback
+        or model.continuing_subword_prefix
+        or model.end_of_word_suffix
+    ):
         return None
     return str(split["pattern"]["Regex"])

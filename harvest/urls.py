@@ -36,8 +36,22 @@ PATH_SESSION_RE = re.compile(r";(?:jsessionid|phpsessid|sid|sessionid)=[^/?#]*",
 
 # Calendar traps: a full date in the path, or date-like query parameters.
 CALENDAR_PATH_RE = re.compile(r"/(?:19|20)\d\d[/-](?:0?[1-9]|1[0-2])[/-](?:0?[1-9]|[12]\d|3[01])(?:/|$)")
-CALENDAR_PARAMS = frozenset({"date", "day", "month", "year", "week", "calendar", "cal", "ical",
-                             "from_date", "to_date", "start_date", "end_date"})
+CALENDAR_PARAMS = frozenset(
+    {
+        "date",
+        "day",
+        "month",
+        "year",
+        "week",
+        "calendar",
+        "cal",
+        "ical",
+        "from_date",
+        "to_date",
+        "start_date",
+        "end_date",
+    }
+)
 
 # Links to files that are never documentation pages: not worth a request.
 BINARY_EXTENSION_RE = re.compile(
@@ -132,6 +146,7 @@ def _normalize_path(path: str) -> str:
 
 def _normalize_percent(part: str, *, safe: str) -> str:
     """Decode escapes of unreserved characters, upper-case the others, encode the rest (UTF-8)."""
+
     def fix(match: re.Match[str]) -> str:
         char = chr(int(match.group(1), 16))
         return char if char in _UNRESERVED else "%" + match.group(1).upper()
@@ -179,8 +194,13 @@ def scheme_refusal(url: str) -> str | None:
     return None if scheme in HTTP_SCHEMES else "scheme"
 
 
-def trap_refusal(url: str, *, max_length: int = MAX_URL_LENGTH, max_query_params: int = MAX_QUERY_PARAMS,
-                 max_segment_repeats: int = MAX_SEGMENT_REPEATS) -> str | None:
+def trap_refusal(
+    url: str,
+    *,
+    max_length: int = MAX_URL_LENGTH,
+    max_query_params: int = MAX_QUERY_PARAMS,
+    max_segment_repeats: int = MAX_SEGMENT_REPEATS,
+) -> str | None:
     """Name the crawler trap a URL looks like, or ``None``.
 
     ``trap_long_url`` (longer than ``max_length``), ``trap_query_params`` (more than
@@ -214,7 +234,7 @@ def _has_repeated_segments(segments: Sequence[str], max_repeats: int) -> bool:
     n = len(segments)
     for size in range(2, n // 2 + 1):
         for start in range(n - 2 * size + 1):
-            if segments[start:start + size] == segments[start + size:start + 2 * size]:
+            if segments[start : start + size] == segments[start + size : start + 2 * size]:
                 return True
     return False
 
@@ -280,8 +300,9 @@ def is_public_address(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local
-                                 or ip.is_private or ip.is_unspecified)
+    return ip.is_global and not (
+        ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_unspecified
+    )
 
 
 @lru_cache(maxsize=4096)

@@ -59,8 +59,10 @@ def page(*links: str, title: str = "page", text: str = "", head: str = "") -> st
     """A small HTML page with the given links."""
     anchors = "\n".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
     text = text or f"Some documentation text about {title}."
-    return (f"<!doctype html><html><head><title>{title}</title>{head}</head><body><h1>{title}</h1>"
-            f"<p>{text}</p><ul>{anchors}</ul></body></html>")
+    return (
+        f"<!doctype html><html><head><title>{title}</title>{head}</head><body><h1>{title}</h1>"
+        f"<p>{text}</p><ul>{anchors}</ul></body></html>"
+    )
 
 
 def redirect(location: str, status: int = 302) -> Reply:
@@ -76,8 +78,9 @@ class FixtureServer:
     ``robots`` (text) is served at /robots.txt unless a route says otherwise.
     """
 
-    def __init__(self, routes: Mapping[str, Route] | None = None, host: str = "127.0.0.1",
-                 robots: str | None = None) -> None:
+    def __init__(
+        self, routes: Mapping[str, Route] | None = None, host: str = "127.0.0.1", robots: str | None = None
+    ) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         if robots is not None and "/robots.txt" not in self.routes:
             self.routes["/robots.txt"] = Reply(body=robots, content_type="text/plain")
@@ -92,8 +95,7 @@ class FixtureServer:
     def __enter__(self) -> FixtureServer:
         self._server = _QuietServer((self.host, 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -218,7 +220,7 @@ def _make_handler(site: FixtureServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 size = max(1, len(body) // reply.stream_chunks)
                 for start in range(0, len(body), size):
-                    self.wfile.write(body[start:start + size])
+                    self.wfile.write(body[start : start + size])
                     self.wfile.flush()
                     if reply.chunk_pause:
                         time.sleep(reply.chunk_pause)

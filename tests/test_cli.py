@@ -17,8 +17,9 @@ def bastion(*args: str, cwd: Path = REPO, env_runs: Path | None = None) -> subpr
     env = dict(os.environ)
     if env_runs is not None:
         env["BASTION_RUNS"] = str(env_runs)
-    return subprocess.run([sys.executable, "-m", "bastion", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bastion", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.mark.parametrize("recipe", ["recipes/llama31-8b.yaml", "recipes/tiny-cpu.yaml", "llama31-8b.yaml"])
@@ -30,8 +31,9 @@ def test_validate_ok(recipe: str) -> None:
 
 def test_validate_three_mistakes_exit_2_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nbase_model: {id: m}\nsystem_prompt: s\n"
-                   "trian: {}\ntrain:\n  lora: {r: abc}\n  lr_scheduler: cosin\n")
+    bad.write_text(
+        "name: x\nbase_model: {id: m}\nsystem_prompt: s\ntrian: {}\ntrain:\n  lora: {r: abc}\n  lr_scheduler: cosin\n"
+    )
     proc = bastion("--log-json", "validate", str(bad))
     assert proc.returncode == 2
     out = proc.stdout + proc.stderr

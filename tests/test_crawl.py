@@ -35,18 +35,25 @@ pytestmark = pytest.mark.timeout(60)
 
 def fast(**overrides: Any) -> dict[str, Any]:
     """Politeness for tests: loopback allowed, no delay, quick retries."""
-    base = {"delay_seconds": 0.0, "timeout_seconds": 2.0, "max_retries": 1, "backoff_seconds": 0.01,
-            "max_backoff_seconds": 2.0, "allow_private_addresses": True, "max_concurrency": 4}
+    base = {
+        "delay_seconds": 0.0,
+        "timeout_seconds": 2.0,
+        "max_retries": 1,
+        "backoff_seconds": 0.01,
+        "max_backoff_seconds": 2.0,
+        "allow_private_addresses": True,
+        "max_concurrency": 4,
+    }
     return {**base, **overrides}
 
 
-def run_crawl(tmp_path: Path, source: dict[str, Any], politeness: dict[str, Any],
-              state_name: str = "state.sqlite") -> tuple[CrawlStats, list[FetchedPage], CrawlState]:
+def run_crawl(
+    tmp_path: Path, source: dict[str, Any], politeness: dict[str, Any], state_name: str = "state.sqlite"
+) -> tuple[CrawlStats, list[FetchedPage], CrawlState]:
     """Crawl and collect the pages handed to on_page."""
     pages: list[FetchedPage] = []
     state = CrawlState(tmp_path / state_name)
-    stats = crawl({"name": "test", "kind": "web", **source}, politeness, UA, state,
-                  lambda p, conn: pages.append(p))
+    stats = crawl({"name": "test", "kind": "web", **source}, politeness, UA, state, lambda p, conn: pages.append(p))
     return stats, pages, state
 
 
@@ -62,12 +69,14 @@ def gaps(times: list[float]) -> list[float]:
 
 # -- unit rules ----------------------------------------------------------------------------------
 
+
 def test_normalize_url() -> None:
-    assert normalize_url("HTTP://Example.COM:80/a/./b/../c?z=1&utm_source=x&a=2&sid=9#frag") == \
-        "http://example.com/a/c?a=2&z=1"
+    assert (
+        normalize_url("HTTP://Example.COM:80/a/./b/../c?z=1&utm_source=x&a=2&sid=9#frag")
+        == "http://example.com/a/c?a=2&z=1"
+    )
     assert normalize_url("https://x.org:443") == "https://x.org/"
-    assert normalize_url("http://x.org/a;jsessionid=AB12?PHPSESSID=1&b=2&sessionid=3&fbclid=4") == \
-        "http://x.org/a?b=2"
+    assert normalize_url("http://x.org/a;jsessionid=AB12?PHPSESSID=1&b=2&sessionid=3&fbclid=4") == "http://x.org/a?b=2"
     assert normalize_url("http://x.org/%7euser/%c3%a9") == "http://x.org/~user/%C3%A9"
     assert normalize_url("../d?b=2&a=1", base="http://h/a/b/c") == "http://h/a/d?a=1&b=2"
     assert normalize_url("http://bücher.de/") == "http://xn--bcher-kva.de/"
@@ -98,8 +107,16 @@ def test_traps_scope_and_files() -> None:
 
 
 def test_address_rules() -> None:
-    for url in ("http://127.0.0.1/", "http://10.1.2.3/", "http://192.168.0.1/", "http://169.254.169.254/",
-                "http://[::1]/", "http://[::ffff:10.0.0.1]/", "http://0.0.0.0/", "http://localhost/"):
+    for url in (
+        "http://127.0.0.1/",
+        "http://10.1.2.3/",
+        "http://192.168.0.1/",
+        "http://169.254.169.254/",
+        "http://[::1]/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://0.0.0.0/",
+        "http://localhost/",
+    ):
         assert address_refusal(url, allow_private=False) == "private_address", url
     assert address_refusal("http://8.8.8.8/", allow_private=False) is None
     assert address_refusal("http://127.0.0.1/", allow_private=True) is None
@@ -116,18 +133,24 @@ def test_retry_after_decoding_links_and_sitemaps() -> None:
     russian = "<p>Привет мир, это тест кодировки страницы документации</p>"
     assert decode_text(russian.encode("koi8-r"))[0] == russian
     assert decode_text(b"\xff\xfe\x00garbage \x81\x8d", None)[0]  # never raises
-    html = ('<html><head><base href="/docs/"></head><body><a href="a.html#x">a</a>'
-            '<a href="b.html" rel="nofollow">b</a><a href="a.html">again</a><a href="mailto:x@y">m</a>'
-            '</body></html>')
+    html = (
+        '<html><head><base href="/docs/"></head><body><a href="a.html#x">a</a>'
+        '<a href="b.html" rel="nofollow">b</a><a href="a.html">again</a><a href="mailto:x@y">m</a>'
+        "</body></html>"
+    )
     assert extract_links(html, "http://h/index.html") == ["http://h/docs/a.html", "mailto:x@y"]
     no_follow = '<meta name="robots" content="noindex, nofollow"><a href="/x">x</a>'
     assert extract_links(no_follow, "http://h/") == []
-    xml = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-           b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>http://h/a</loc></url>'
-           b'<url><loc>&e;</loc></url></urlset>')
+    xml = (
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>http://h/a</loc></url>'
+        b"<url><loc>&e;</loc></url></urlset>"
+    )
     assert parse_sitemap(xml)[0] == ["http://h/a"]
-    index = gzip.compress(b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-                          b'<sitemap><loc>http://h/s1.xml</loc></sitemap></sitemapindex>')
+    index = gzip.compress(
+        b'<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+        b"<sitemap><loc>http://h/s1.xml</loc></sitemap></sitemapindex>"
+    )
     assert parse_sitemap(index) == ([], ["http://h/s1.xml"])
 
 
@@ -156,29 +179,43 @@ def test_host_pacer_spacing_is_exact() -> None:
 
 # -- crawling behaviours -------------------------------------------------------------------------
 
+
 def test_robots_disallow_crawl_delay_and_sitemaps(tmp_path: Path) -> None:
     with FixtureServer() as srv:
         base = srv.base_url
-        srv.routes.update({
-            "/robots.txt": Reply(content_type="text/plain", body=(
-                "User-agent: *\nDisallow: /private/\nCrawl-delay: 0.3\n"
-                "Sitemap: /sitemap_index.xml\n")),  # relative: resolved against the origin
-            "/": Reply(body=page("/public", "/private/secret", "/go-private", title="home")),
-            "/go-private": redirect("/private/landing"),
-            "/public": Reply(body=page("/", title="public")),
-            "/sitemap_index.xml": Reply(content_type="application/xml", body=(
-                '<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-                f"<sitemap><loc>{base}/sitemap-a.xml</loc></sitemap>"
-                f"<sitemap><loc>{base}/sitemap-b.xml.gz</loc></sitemap></sitemapindex>")),
-            "/sitemap-a.xml": Reply(content_type="application/xml", body=(
-                '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
-                f"<url><loc>{base}/orphan-1</loc></url><url><loc>{base}/private/hidden</loc></url>"
-                "<url><loc>http://127.0.0.2:1/elsewhere</loc></url></urlset>")),
-            "/sitemap-b.xml.gz": Reply(content_type="application/gzip", body=gzip.compress(
-                b"<urlset><url><loc>/orphan-2</loc></url></urlset>")),  # relative <loc>, as in the demo
-            "/orphan-1": Reply(body=page(title="orphan one")),
-            "/orphan-2": Reply(body=page(title="orphan two")),
-        })
+        srv.routes.update(
+            {
+                "/robots.txt": Reply(
+                    content_type="text/plain",
+                    body=("User-agent: *\nDisallow: /private/\nCrawl-delay: 0.3\nSitemap: /sitemap_index.xml\n"),
+                ),  # relative: resolved against the origin
+                "/": Reply(body=page("/public", "/private/secret", "/go-private", title="home")),
+                "/go-private": redirect("/private/landing"),
+                "/public": Reply(body=page("/", title="public")),
+                "/sitemap_index.xml": Reply(
+                    content_type="application/xml",
+                    body=(
+                        '<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                        f"<sitemap><loc>{base}/sitemap-a.xml</loc></sitemap>"
+                        f"<sitemap><loc>{base}/sitemap-b.xml.gz</loc></sitemap></sitemapindex>"
+                    ),
+                ),
+                "/sitemap-a.xml": Reply(
+                    content_type="application/xml",
+                    body=(
+                        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                        f"<url><loc>{base}/orphan-1</loc></url><url><loc>{base}/private/hidden</loc></url>"
+                        "<url><loc>http://127.0.0.2:1/elsewhere</loc></url></urlset>"
+                    ),
+                ),
+                "/sitemap-b.xml.gz": Reply(
+                    content_type="application/gzip",
+                    body=gzip.compress(b"<urlset><url><loc>/orphan-2</loc></url></urlset>"),
+                ),  # relative <loc>, as in the demo
+                "/orphan-1": Reply(body=page(title="orphan one")),
+                "/orphan-2": Reply(body=page(title="orphan two")),
+            }
+        )
         stats, pages, state = run_crawl(tmp_path, {"start_urls": [base + "/"]}, fast())
         hits = srv.paths()
         page_times = srv.times()
@@ -192,8 +229,10 @@ def test_robots_disallow_crawl_delay_and_sitemaps(tmp_path: Path) -> None:
 
 
 def test_robots_unavailable_disallows_all_and_missing_allows_all(tmp_path: Path) -> None:
-    with FixtureServer({"/robots.txt": Reply(status=503), "/": Reply(body=page("/a"))}) as down, \
-            FixtureServer({"/": Reply(body=page())}, host="127.0.0.2") as missing:
+    with (
+        FixtureServer({"/robots.txt": Reply(status=503), "/": Reply(body=page("/a"))}) as down,
+        FixtureServer({"/": Reply(body=page())}, host="127.0.0.2") as missing,
+    ):
         stats, pages, _ = run_crawl(tmp_path, {"start_urls": [down.url("/"), missing.url("/")]}, fast())
         assert down.paths() == ["/robots.txt", "/robots.txt"]  # retried once, then the host is off limits
         assert missing.paths() == ["/robots.txt", "/"]
@@ -203,18 +242,31 @@ def test_robots_unavailable_disallows_all_and_missing_allows_all(tmp_path: Path)
 
 def test_off_domain_links_and_redirects(tmp_path: Path) -> None:
     with FixtureServer(host="127.0.0.2") as other, FixtureServer() as srv:
-        srv.routes.update({
-            "/": Reply(body=page(other.url("/page"), "/away", "/loop-a", "/chain/0", "/moved", "/target",
-                                 "/to-ftp", "/session", title="home")),
-            "/session": redirect("/session;jsessionid=ABC123"),  # same URL once normalised: no loop
-            "/session;jsessionid=ABC123": Reply(body=page(title="session")),
-            "/away": redirect(other.url("/landing")),
-            "/loop-a": redirect("/loop-b", 301),
-            "/loop-b": redirect("/loop-a", 307),
-            "/moved": redirect("/target", 308),
-            "/target": Reply(body=page(title="target")),
-            "/to-ftp": redirect("ftp://127.0.0.1/file"),
-        })
+        srv.routes.update(
+            {
+                "/": Reply(
+                    body=page(
+                        other.url("/page"),
+                        "/away",
+                        "/loop-a",
+                        "/chain/0",
+                        "/moved",
+                        "/target",
+                        "/to-ftp",
+                        "/session",
+                        title="home",
+                    )
+                ),
+                "/session": redirect("/session;jsessionid=ABC123"),  # same URL once normalised: no loop
+                "/session;jsessionid=ABC123": Reply(body=page(title="session")),
+                "/away": redirect(other.url("/landing")),
+                "/loop-a": redirect("/loop-b", 301),
+                "/loop-b": redirect("/loop-a", 307),
+                "/moved": redirect("/target", 308),
+                "/target": Reply(body=page(title="target")),
+                "/to-ftp": redirect("ftp://127.0.0.1/file"),
+            }
+        )
         for i in range(8):
             srv.routes[f"/chain/{i}"] = redirect(f"/chain/{i + 1}")
         stats, pages, state = run_crawl(tmp_path, {"start_urls": [srv.url("/")]}, fast())
@@ -238,8 +290,7 @@ def test_off_domain_links_and_redirects(tmp_path: Path) -> None:
 def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
     def busy(hit: Any) -> Reply:
         if hit.count == 1:
-            return Reply(status=429, headers={"Retry-After": "1"}, body="slow down",
-                         content_type="text/plain")
+            return Reply(status=429, headers={"Retry-After": "1"}, body="slow down", content_type="text/plain")
         return Reply(body=page(title="finally"))
 
     def busy_date(hit: Any) -> Reply:
@@ -247,10 +298,10 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
             return Reply(status=503, headers={"Retry-After": formatdate(time.time() + 60, usegmt=True)})
         return Reply(body=page(title="capped"))
 
-    with FixtureServer({"/": Reply(body=page("/busy", "/busy-date")), "/busy": busy,
-                        "/busy-date": busy_date}) as srv:
-        stats, pages, _ = run_crawl(tmp_path, {"start_urls": [srv.url("/")]},
-                                    fast(max_retries=2, backoff_seconds=0.01, max_backoff_seconds=1.5))
+    with FixtureServer({"/": Reply(body=page("/busy", "/busy-date")), "/busy": busy, "/busy-date": busy_date}) as srv:
+        stats, pages, _ = run_crawl(
+            tmp_path, {"start_urls": [srv.url("/")]}, fast(max_retries=2, backoff_seconds=0.01, max_backoff_seconds=1.5)
+        )
         busy_times = srv.times(["/busy"])
         date_times = srv.times(["/busy-date"])
     assert srv.url("/busy") in {p.url for p in pages}
@@ -262,8 +313,7 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
 
 def test_500_retried_with_backoff_then_failed(tmp_path: Path) -> None:
     with FixtureServer({"/": Reply(body=page("/broken")), "/broken": Reply(status=500, body="oops")}) as srv:
-        stats, _, state = run_crawl(tmp_path, {"start_urls": [srv.url("/")]},
-                                    fast(max_retries=2, backoff_seconds=0.1))
+        stats, _, state = run_crawl(tmp_path, {"start_urls": [srv.url("/")]}, fast(max_retries=2, backoff_seconds=0.1))
         times = srv.times(["/broken"])
     assert len(times) == 3
     waits = gaps(times)
@@ -275,8 +325,9 @@ def test_500_retried_with_backoff_then_failed(tmp_path: Path) -> None:
 def test_timeouts_size_and_content_types(tmp_path: Path) -> None:
     huge = b"<html><body>" + b"x" * 200_000 + b"</body></html>"
     routes = {
-        "/": Reply(body=page("/slow", "/trickle", "/huge", "/huge-stream", "/blob", "/image", "/doc",
-                             "/logo.png", "/missing")),
+        "/": Reply(
+            body=page("/slow", "/trickle", "/huge", "/huge-stream", "/blob", "/image", "/doc", "/logo.png", "/missing")
+        ),
         "/slow": Reply(delay=3.0, body=page()),
         "/trickle": Reply(body=b"<html>" + b"x" * 40, stream_chunks=40, chunk_pause=0.05),
         "/huge": Reply(body=huge),
@@ -287,13 +338,17 @@ def test_timeouts_size_and_content_types(tmp_path: Path) -> None:
     }
     with FixtureServer(routes) as srv:
         started = time.monotonic()
-        stats, pages, state = run_crawl(tmp_path, {"start_urls": [srv.url("/")]},
-                                        fast(timeout_seconds=0.4, max_retries=1, max_response_bytes=50_000))
+        stats, pages, state = run_crawl(
+            tmp_path,
+            {"start_urls": [srv.url("/")]},
+            fast(timeout_seconds=0.4, max_retries=1, max_response_bytes=50_000),
+        )
         elapsed = time.monotonic() - started
         assert srv.count("/slow") == 2  # a timeout is retried
         assert srv.count("/logo.png") == 0  # refused by extension, never requested
-        pdf_stats, pdf_pages, _ = run_crawl(tmp_path, {"start_urls": [srv.url("/doc")], "allow_pdf": True},
-                                            fast(), state_name="pdf.sqlite")
+        pdf_stats, pdf_pages, _ = run_crawl(
+            tmp_path, {"start_urls": [srv.url("/doc")], "allow_pdf": True}, fast(), state_name="pdf.sqlite"
+        )
     assert [p.url for p in pages] == [srv.url("/")]
     assert outcome(state, srv.url("/slow")) == ("failed", "timeout")
     assert outcome(state, srv.url("/trickle")) == ("failed", "timeout")
@@ -309,15 +364,20 @@ def test_timeouts_size_and_content_types(tmp_path: Path) -> None:
 
 
 def test_bad_encodings_decode_without_crashing(tmp_path: Path) -> None:
-    latin = ("<html><body><p>Le café est prêt. Résumé de la sécurité réseau: les clés sont "
-             "gérées à l'échelle du déploiement, déjà vérifiées.</p></body></html>").encode("latin-1")
-    cp1252 = ("<html><body><p>The \u201cleast privilege\u201d rule \u2014 costs \u20ac0 and saves "
-              "\u2018everything\u2019. Don\u2019t skip it\u2026</p></body></html>").encode("cp1252")
-    routes = {"/": Reply(body=page("/latin", "/cp1252", "/garbage")),
-              "/latin": Reply(body=latin, content_type="text/html; charset=utf-8"),
-              "/cp1252": Reply(body=cp1252, content_type="text/html"),
-              "/garbage": Reply(body=b"<html>\xff\xfe\xfa\x81\x00 ok",
-                                content_type="text/html; charset=bogus-9")}
+    latin = (
+        "<html><body><p>Le café est prêt. Résumé de la sécurité réseau: les clés sont "
+        "gérées à l'échelle du déploiement, déjà vérifiées.</p></body></html>"
+    ).encode("latin-1")
+    cp1252 = (
+        "<html><body><p>The \u201cleast privilege\u201d rule \u2014 costs \u20ac0 and saves "
+        "\u2018everything\u2019. Don\u2019t skip it\u2026</p></body></html>"
+    ).encode("cp1252")
+    routes = {
+        "/": Reply(body=page("/latin", "/cp1252", "/garbage")),
+        "/latin": Reply(body=latin, content_type="text/html; charset=utf-8"),
+        "/cp1252": Reply(body=cp1252, content_type="text/html"),
+        "/garbage": Reply(body=b"<html>\xff\xfe\xfa\x81\x00 ok", content_type="text/html; charset=bogus-9"),
+    }
     with FixtureServer(routes) as srv:
         _, pages, _ = run_crawl(tmp_path, {"start_urls": [srv.url("/")]}, fast())
     by_path = {p.url.rsplit("/", 1)[1]: p for p in pages}
@@ -332,8 +392,16 @@ def test_calendar_and_relative_link_traps(tmp_path: Path) -> None:
         return Reply(body=page(hit.path + "next/2024/05/13/"))
 
     routes: dict[str, Any] = {
-        "/": Reply(body=page("/events/2024/05/12/", "/events/?date=2024-05-13", "/events/?month=6",
-                             "/events/cal?year=2024&week=3", "/loop/", "/docs/")),
+        "/": Reply(
+            body=page(
+                "/events/2024/05/12/",
+                "/events/?date=2024-05-13",
+                "/events/?month=6",
+                "/events/cal?year=2024&week=3",
+                "/loop/",
+                "/docs/",
+            )
+        ),
         "/events/*": day,
         "/loop/*": lambda hit: Reply(body=page("loop/")),  # relative link: /loop/loop/loop/...
         "/docs/": Reply(body=page("intro")),
@@ -351,8 +419,9 @@ def test_calendar_and_relative_link_traps(tmp_path: Path) -> None:
 
 
 def test_non_http_schemes_refused(tmp_path: Path) -> None:
-    html = page("mailto:sec@example.org", "ftp://127.0.0.1/pub", "javascript:void(0)", "tel:+100",
-                "data:text/html,hi", "/ok")
+    html = page(
+        "mailto:sec@example.org", "ftp://127.0.0.1/pub", "javascript:void(0)", "tel:+100", "data:text/html,hi", "/ok"
+    )
     with FixtureServer({"/": Reply(body=html), "/ok": Reply(body=page())}) as srv:
         stats, pages, _ = run_crawl(tmp_path, {"start_urls": [srv.url("/")]}, fast())
     assert stats.refused == {"scheme": 5}
@@ -361,8 +430,7 @@ def test_non_http_schemes_refused(tmp_path: Path) -> None:
 
 def test_private_address_refused_unless_allowed(tmp_path: Path) -> None:
     with FixtureServer({"/": Reply(body=page())}) as srv:
-        stats, pages, state = run_crawl(tmp_path, {"start_urls": [srv.url("/")]},
-                                        fast(allow_private_addresses=False))
+        stats, pages, state = run_crawl(tmp_path, {"start_urls": [srv.url("/")]}, fast(allow_private_addresses=False))
         assert srv.paths() == []  # not even robots.txt
     assert pages == [] and stats.refused == {"private_address": 1}
     assert outcome(state, srv.url("/")) == ("refused", "private_address")
@@ -374,8 +442,9 @@ def test_dead_host_connection_error_and_robots(tmp_path: Path) -> None:
         dead = srv.url("/")
     stats, _, _ = run_crawl(tmp_path, {"start_urls": [dead]}, fast(max_retries=1))
     assert stats.refused == {"robots": 1}
-    stats, _, state = run_crawl(tmp_path, {"start_urls": [dead]}, fast(max_retries=1, respect_robots_txt=False),
-                                state_name="no-robots.sqlite")
+    stats, _, state = run_crawl(
+        tmp_path, {"start_urls": [dead]}, fast(max_retries=1, respect_robots_txt=False), state_name="no-robots.sqlite"
+    )
     assert stats.failed == {"connection_error": 1}
     assert state.outcome("test", dead)["requests"] == 2  # type: ignore[index]  # retried once
     assert stats.to_dict()["failed"] == {"connection_error": 1}
@@ -389,8 +458,9 @@ def test_per_host_delay_with_concurrent_hosts(tmp_path: Path) -> None:
 
     with FixtureServer(site("a")) as one, FixtureServer(site("b"), host="127.0.0.2") as two:
         source = {"start_urls": [one.url("/"), two.url("/")], "allowed_domains": ["127.0.0.1", "127.0.0.2"]}
-        stats, pages, _ = run_crawl(tmp_path, source, fast(delay_seconds=0.25, max_concurrency=4,
-                                                           per_host_concurrency=2))
+        stats, pages, _ = run_crawl(
+            tmp_path, source, fast(delay_seconds=0.25, max_concurrency=4, per_host_concurrency=2)
+        )
         t1, t2 = one.times(), two.times()
     assert len(pages) == 12 and stats.per_host == {"127.0.0.1": 6, "127.0.0.2": 6}
     for times in (t1, t2):
@@ -404,31 +474,51 @@ def test_same_pages_on_every_run_under_max_pages(tmp_path: Path) -> None:
     rng = random.Random(7)
 
     def routes(tag: str) -> dict[str, Any]:
-        r: dict[str, Any] = {"/": lambda hit: Reply(delay=rng.random() * 0.03,
-                                                     body=page(*[f"/{tag}{i}" for i in range(6)]))}
+        r: dict[str, Any] = {
+            "/": lambda hit: Reply(delay=rng.random() * 0.03, body=page(*[f"/{tag}{i}" for i in range(6)]))
+        }
         for i in range(6):
-            r[f"/{tag}{i}"] = lambda hit, i=i: Reply(delay=rng.random() * 0.03,
-                                                    body=page(*[f"/{tag}{i}/{j}" for j in range(3)]))
+            r[f"/{tag}{i}"] = lambda hit, i=i: Reply(
+                delay=rng.random() * 0.03, body=page(*[f"/{tag}{i}/{j}" for j in range(3)])
+            )
         r["/*"] = lambda hit: Reply(delay=rng.random() * 0.03, body=page())
         return r
 
     with FixtureServer(routes("a")) as one, FixtureServer(routes("b"), host="127.0.0.3") as two:
-        source = {"start_urls": [one.url("/"), two.url("/")], "allowed_domains": ["127.0.0.1", "127.0.0.3"],
-                  "max_pages": 9}
-        runs = [run_crawl(tmp_path, source, fast(max_concurrency=6, per_host_concurrency=3),
-                          state_name=f"run{i}.sqlite") for i in range(3)]
+        source = {
+            "start_urls": [one.url("/"), two.url("/")],
+            "allowed_domains": ["127.0.0.1", "127.0.0.3"],
+            "max_pages": 9,
+        }
+        runs = [
+            run_crawl(tmp_path, source, fast(max_concurrency=6, per_host_concurrency=3), state_name=f"run{i}.sqlite")
+            for i in range(3)
+        ]
     taken = [[p.url for p in pages] for _, pages, _ in runs]
     assert taken[0] == taken[1] == taken[2]
     # each level is interleaved across hosts (round-robin), in discovery order within a host
-    expected = [one.url("/"), two.url("/"), one.url("/a0"), two.url("/b0"), one.url("/a1"), two.url("/b1"),
-                one.url("/a2"), two.url("/b2"), one.url("/a3")]
+    expected = [
+        one.url("/"),
+        two.url("/"),
+        one.url("/a0"),
+        two.url("/b0"),
+        one.url("/a1"),
+        two.url("/b1"),
+        one.url("/a2"),
+        two.url("/b2"),
+        one.url("/a3"),
+    ]
     assert taken[0] == expected
     assert all(stats.fetched == 9 for stats, _, _ in runs)
 
 
 def test_on_page_error_rolls_back_and_rerun_resumes(tmp_path: Path) -> None:
-    routes = {"/": Reply(body=page("/a", "/b", "/c")), "/a": Reply(body=page()), "/b": Reply(body=page()),
-              "/c": Reply(body=page())}
+    routes = {
+        "/": Reply(body=page("/a", "/b", "/c")),
+        "/a": Reply(body=page()),
+        "/b": Reply(body=page()),
+        "/c": Reply(body=page()),
+    }
     source = {"name": "test", "kind": "web", "max_pages": 10}
 
     def make_on_page(fail_on: str | None) -> Any:
@@ -437,6 +527,7 @@ def test_on_page_error_rolls_back_and_rerun_resumes(tmp_path: Path) -> None:
             conn.execute("INSERT INTO lead_pages VALUES (?)", (p.url,))
             if fail_on and p.url.endswith(fail_on):
                 raise RuntimeError("extraction bug")
+
         return on_page
 
     with FixtureServer(routes) as srv:
@@ -517,8 +608,13 @@ def _handled(path: Path) -> list[str]:
 
 def _start(base: str, path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", CRAWL_SCRIPT, base, str(path)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", CRAWL_SCRIPT, base, str(path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_sigkill_and_resume_gives_the_same_pages(tmp_path: Path) -> None:

@@ -116,9 +116,22 @@ def _just() -> str:
 def test_hadolint_reports_nothing(tmp_path: Path) -> None:
     config = tmp_path / "hadolint.yaml"
     config.write_text("ignored: []\n", encoding="utf-8")  # no user or global config can hide a finding
-    proc = subprocess.run([_hadolint(), "--config", str(config), "--no-color", "-f", "json",
-                           "--failure-threshold", "style", str(DOCKERFILE)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            _hadolint(),
+            "--config",
+            str(config),
+            "--no-color",
+            "-f",
+            "json",
+            "--failure-threshold",
+            "style",
+            str(DOCKERFILE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     findings = json.loads(proc.stdout or "[]")
     report = "\n".join(f"Dockerfile:{f['line']} {f['code']} {f['level']}: {f['message']}" for f in findings)
     assert proc.returncode == 0 and not findings, report or proc.stderr
@@ -237,7 +250,7 @@ def test_runs_as_a_non_root_user() -> None:
     m = re.fullmatch(r"\$\{?(\w+)\}?", user.split(":")[0])
     resolved = _arg_defaults().get(m[1], "") if m else user.split(":")[0]
     assert resolved and resolved not in ("root", "0"), f"USER {user} resolves to {resolved!r}"
-    assert all(kw != "USER" for kw, _ in INSTRUCTIONS[index + 1:])
+    assert all(kw != "USER" for kw, _ in INSTRUCTIONS[index + 1 :])
     entry = next(i for i, (kw, _) in enumerate(INSTRUCTIONS) if kw == "ENTRYPOINT")
     assert entry > index, "ENTRYPOINT must come after the switch to the non-root user"
 
@@ -268,8 +281,11 @@ def test_entrypoint_is_just_on_the_repository_justfile() -> None:
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
-    entries = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-               if line.strip() and not line.startswith("#")}
+    entries = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for needed in (".venv", "runs", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".cache"):
         assert needed in entries, f".dockerignore must exclude {needed}"
     for kept in ("Justfile", "pyproject.toml", "constraints.txt", "recipes", "schemas", "bastion"):
@@ -277,11 +293,17 @@ def test_dockerignore_keeps_local_state_out() -> None:
 
 
 def test_just_docker_recipes() -> None:
-    build = subprocess.run([_just(), "--dry-run", "docker-build"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stderr
+    build = subprocess.run(
+        [_just(), "--dry-run", "docker-build"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stderr
     assert re.search(r"^docker build -t bastion:latest\s+\.$", build.strip(), re.M), build
-    out = subprocess.run([_just(), "--dry-run", "docker-train", "recipe=llama31-8b.yaml"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [_just(), "--dry-run", "docker-train", "recipe=llama31-8b.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     run = next(line for line in out.splitlines() if line.startswith("docker run"))
     argv = shlex.split(run)
     assert argv[:4] == ["docker", "run", "--gpus", "all"]

@@ -72,10 +72,24 @@ def test_one_section_per_object() -> None:
     text = docs.generate()
     titles = re.findall(r"^#{2,3} `([^`]+)`$", text, re.M)
     assert titles == [
-        "base_model", "harvest", "harvest.sources[]", "harvest.politeness", "harvest.quality",
-        "harvest.dedup", "harvest.chunking", "harvest.instructions", "harvest.output",
-        "train", "train.lora", "train.quantization", "train.tracking", "train.axolotl",
-        "eval", "eval.banks", "export", "export.ollama",
+        "base_model",
+        "harvest",
+        "harvest.sources[]",
+        "harvest.politeness",
+        "harvest.quality",
+        "harvest.dedup",
+        "harvest.chunking",
+        "harvest.instructions",
+        "harvest.output",
+        "train",
+        "train.lora",
+        "train.quantization",
+        "train.tracking",
+        "train.axolotl",
+        "eval",
+        "eval.banks",
+        "export",
+        "export.ollama",
     ]
     assert "## Top level" in text
     assert "| `train.axolotl.<key>` | any |" in text, "the free-form escape hatch has its own row"
@@ -134,8 +148,13 @@ def test_main_writes_atomically_and_check_detects_staleness(tmp_path: Path) -> N
 def test_check_command_line_exits_1_with_a_message_when_stale(tmp_path: Path) -> None:
     stale = tmp_path / "recipe.md"
     stale.write_text("old\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "bastion.docs", "--check", "--output", str(stale)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bastion.docs", "--check", "--output", str(stale)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "stale" in proc.stderr and "just docs" in proc.stderr, proc.stderr
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+
 from evals.bank import BANK_DIR, CATEGORIES, load_jsonl, validate_mcq, validate_open
 
 
@@ -48,6 +49,10 @@ def test_bank_cli_exit_code(tmp_path) -> None:
     row = json.loads((BANK_DIR / "mcq.jsonl").read_text().splitlines()[0])
     row.pop("rationale")
     broken.write_text(json.dumps(row) + "\n")
-    bad = subprocess.run([sys.executable, "-m", "evals.bank", str(broken), str(BANK_DIR / "open.jsonl")],
-                         cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "evals.bank", str(broken), str(BANK_DIR / "open.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "expected" in bad.stdout

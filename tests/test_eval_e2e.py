@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
 from bastion.stages import run_stage
-from conftest import REPO
 from evals.bank import CATEGORIES
 
 pytestmark = pytest.mark.slow
@@ -21,7 +20,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     tmp = tmp_path_factory.mktemp("eval")
     text = (REPO / "recipes" / "tiny-cpu.yaml").read_text()
     text = text.replace("name: tiny-cpu", "name: eval-e2e").replace(
-        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}"
+    )
     # a slice that still holds every category: 2 multiple-choice and 1 open question per category
     bank = REPO / "evals" / "tasks" / "cloudsec" / "bank"
     mcq = [json.loads(x) for x in (bank / "mcq.jsonl").read_text().splitlines()]

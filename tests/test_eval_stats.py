@@ -56,9 +56,11 @@ def test_compare_verdicts() -> None:
 
 
 def test_key_point_coverage_and_rouge_l() -> None:
-    points = [{"point": "mfa", "any_of": ["mfa", "multi-factor"]},
-              {"point": "encrypt", "any_of": ["kms", "encrypt"]},
-              {"point": "logging", "any_of": ["cloudtrail"]}]
+    points = [
+        {"point": "mfa", "any_of": ["mfa", "multi-factor"]},
+        {"point": "encrypt", "any_of": ["kms", "encrypt"]},
+        {"point": "logging", "any_of": ["cloudtrail"]},
+    ]
     assert key_point_coverage("Require Multi-Factor auth and encrypt with KMS.", points) == pytest.approx(2 / 3)
     assert key_point_coverage("", points) == 0.0
     assert rouge_l("the cat sat", "the cat sat") == pytest.approx(1.0)
@@ -68,8 +70,13 @@ def test_key_point_coverage_and_rouge_l() -> None:
 
 def test_decontamination_finds_shared_ngrams() -> None:
     train = ["Enable block public access on every bucket and require TLS for all requests to the bucket endpoint"]
-    docs = [{"id": "q1", "question": "Why enable block public access on every bucket and require TLS for all "
-                                     "requests to it?", "choices": []},
-            {"id": "q2", "question": "What does a network ACL evaluate?", "choices": ["rules in order"]}]
+    docs = [
+        {
+            "id": "q1",
+            "question": "Why enable block public access on every bucket and require TLS for all requests to it?",
+            "choices": [],
+        },
+        {"id": "q2", "question": "What does a network ACL evaluate?", "choices": ["rules in order"]},
+    ]
     found = contaminated(train, docs, n=8)
     assert set(found) == {"q1"} and found["q1"] >= 3

@@ -13,12 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bastion.errors import BadInputError, MissingResourceError
 from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
 from bastion.stages import run_stage
-from conftest import REPO
 from export.convert import quantize, read_gguf_metadata
 from export.modelfile import parse_modelfile
 
@@ -28,8 +28,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, Path]:
     tmp = tmp_path_factory.mktemp("export")
-    text = (REPO / "recipes" / "tiny-cpu.yaml").read_text().replace("name: tiny-cpu", "name: export-e2e").replace(
-        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+    text = (
+        (REPO / "recipes" / "tiny-cpu.yaml")
+        .read_text()
+        .replace("name: tiny-cpu", "name: export-e2e")
+        .replace("path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+    )
     path = tmp / "recipe.yaml"
     path.write_text(text)
     recipe = load_recipe(path)
@@ -79,8 +83,7 @@ def test_modelfile_card_and_checksums(exported: tuple[RunFolder, Path]) -> None:
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     listed = {line.split()[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
-    assert {"export-e2e-f16.gguf", "export-e2e-q4_k_m.gguf", "export-e2e-q8_0.gguf", "Modelfile",
-            "README.md"} <= listed
+    assert {"export-e2e-f16.gguf", "export-e2e-q4_k_m.gguf", "export-e2e-q8_0.gguf", "Modelfile", "README.md"} <= listed
 
 
 def _free_port() -> int:
@@ -93,17 +96,31 @@ def test_serve_answers_an_openai_chat_request(exported: tuple[RunFolder, Path]) 
     folder, recipe_path = exported
     port = _free_port()
     env = {**os.environ, "BASTION_RUNS": str(folder.root.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve", str(recipe_path), "--port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "serve", str(recipe_path), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 90
-        body = json.dumps({"model": "export-e2e", "max_tokens": 8, "temperature": 0,
-                           "messages": [{"role": "user", "content": "What is least privilege?"}]}).encode()
+        body = json.dumps(
+            {
+                "model": "export-e2e",
+                "max_tokens": 8,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "What is least privilege?"}],
+            }
+        ).encode()
         reply = None
         while time.monotonic() < deadline and reply is None:
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
-                                                 headers={"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
                 with urllib.request.urlopen(request, timeout=30) as response:
                     reply = json.loads(response.read())
             except OSError:
@@ -148,3 +165,50 @@ def test_unknown_quantisation_is_refused(exported: tuple[RunFolder, Path], tmp_p
 
     with pytest.raises(RecipeError, match=r"export.quantizations\[1\]"):
         load_recipe(bad)
+
+
+def test_eval_on_the_gguf_through_the_server(exported: tuple[RunFolder, Path], tmp_path: Path) -> None:
+    """The GGUF path of the eval stage: lm-eval against llama-cpp-python's server on loopback.
+
+    llama-cpp-python sorts the whole 128k vocabulary for every echoed position of a log-likelihood
+    request, so this uses a two-question bank of short prompts to stay within a minute or two."""
+    folder, recipe_path = exported
+    mcq = {
+        "id": "t-001",
+        "category": "iam",
+        "difficulty": "easy",
+        "question": "Which grants least privilege?",
+        "choices": ["Admin", "Scoped role", "Root key", "Shared user"],
+        "answer": "B",
+        "rationale": "Scoped roles grant only what is needed (test item).",
+    }
+    opn = {
+        "id": "o-001",
+        "category": "iam",
+        "difficulty": "easy",
+        "question": "Name one MFA factor.",
+        "reference": "A hardware security key.",
+        "key_points": [{"point": "key", "any_of": ["key"]}],
+        "rationale": "test item",
+    }
+    (tmp_path / "mcq.jsonl").write_text(json.dumps(mcq) + "\n")
+    (tmp_path / "open.jsonl").write_text(json.dumps(opn) + "\n")
+    text = recipe_path.read_text().replace(
+        "  limit: 20\n",
+        f"  limit: null\n  gguf: true\n  compare_base: false\n  banks: {{mcq: {tmp_path}/mcq.jsonl, "
+        f"open: {tmp_path}/open.jsonl}}\n",
+    )
+    text = text.replace("  max_gen_tokens: 32\n", "  max_gen_tokens: 8\n")
+    path = recipe_path.with_name("gguf-eval.yaml")
+    path.write_text(text)
+    run_stage("eval", load_recipe(path), folder)
+    report = json.loads((folder.root / "eval" / "report.json").read_text())
+    loss = report["gguf_vs_tuned"]
+    assert loss["cloudsec_mcq"]["acc"]["n"] == 1 and loss["cloudsec_open"]["key_point_coverage"]["n"] == 1
+    samples = [
+        json.loads(x) for x in (folder.root / "eval" / "gguf" / "samples_cloudsec_mcq.jsonl").read_text().splitlines()
+    ]
+    assert "<|start_header_id|>system<|end_header_id|>" in str(samples[0]["arguments"])  # chat template applied
+    logliks = [r[0][0] for r in samples[0]["resps"]]
+    assert len(logliks) == 4 and all(x < 0 for x in logliks)
+    assert "Quantisation loss" in (folder.root / "eval" / "report.md").read_text()

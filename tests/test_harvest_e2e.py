@@ -15,11 +15,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import REPO
 
 from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
 from bastion.stages import run_stage
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,9 @@ def test_quality_report_counts_and_histograms(harvested: Path) -> None:
     assert quality["dedup"]["near"] + quality["dedup"]["exact"] >= 3  # the printable copy
     assert quality["diversity"]["distinct_templates"] >= 8
     assert quality["diversity"]["distinct_intents"] == 8
-    assert sum(quality["sections"]["rejected"].values()) + quality["sections"]["passed"] == quality["sections"]["chunks"]
+    assert (
+        sum(quality["sections"]["rejected"].values()) + quality["sections"]["passed"] == quality["sections"]["chunks"]
+    )
     for png in ("length_hist.png", "grade_hist.png"):
         assert (harvested / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (harvested / "quality.md").read_text()
@@ -107,23 +109,28 @@ def test_records_fit_sequence_len(harvested: Path) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
     recipe = load_recipe("tiny-cpu.yaml")
     for r in read_jsonl(harvested / "train.jsonl"):
-        messages = [{"role": "system", "content": recipe.system_prompt},
-                    {"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]
+        messages = [
+            {"role": "system", "content": recipe.system_prompt},
+            {"role": "user", "content": r["instruction"]},
+            {"role": "assistant", "content": r["output"]},
+        ]
         ids = tok.apply_chat_template(messages, tokenize=True)
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         assert len(ids) <= recipe.train["sequence_len"]
 
 
 def test_repeated_harvest_keeps_the_same_records_and_rejects_new_near_duplicates(
-        harvested: Path, tmp_path: Path) -> None:
+    harvested: Path, tmp_path: Path
+) -> None:
     runs = harvested.parent.parent
     before = (harvested / "train.jsonl").read_bytes()
     # the same recipe again, plus a local folder holding a near-copy of an already admitted page
     local = tmp_path / "local"
     local.mkdir()
     shutil.copy(CORPUS / "iam" / "least-privilege.html", local / "copy.html")
-    recipe_path = tiny_recipe(tmp_path, "harvest-e2e",
-                              extra_sources=f"    - name: local-copy\n      kind: local\n      path: {local}\n")
+    recipe_path = tiny_recipe(
+        tmp_path, "harvest-e2e", extra_sources=f"    - name: local-copy\n      kind: local\n      path: {local}\n"
+    )
     data = harvest(recipe_path, runs)
     after = (data / "train.jsonl").read_bytes()
     assert after == before

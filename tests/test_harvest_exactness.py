@@ -26,8 +26,10 @@ from harvest.tokens import TokenCounter, ascii_pattern
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "recipes" / "corpus" / "cloudsec-mini"
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+    r"\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 MULTILINGUAL = [
     "Les clés gérées par le client (CMK) doivent être tournées chaque année.",
     "Schlüsselverwaltung: Zugriff nur für Administratoren – nicht für Dienste.",
@@ -57,10 +59,27 @@ def _random_texts(n: int, seed: int) -> list[str]:
     rnd = random.Random(seed)
     alphabet = [chr(i) for i in range(128)] + list("éàüßñçøœ’“”—–…→•©€°±×αβγλπΣжзий中文字日本語한국어עבריתالعربية١٢٣")
     alphabet += ["🙂", "👍🏽", "\u200b", "\u00a0", "\u2028", "\u3000", "\u0085", "ſ", "K", "İ"]
-    words = ["the ", "'s ", "'LL", "  ", "\n\n", "123456", " ::", "<|eot_id|>", "<|begin_of_text|>", "\t", "word",
-             "    ", "```python\n", "x = 1\n", " 2024-05-01 "]
-    return ["".join(rnd.choice(alphabet) if rnd.random() < 0.5 else rnd.choice(words)
-                    for _ in range(rnd.randint(0, 80))) for _ in range(n)]
+    words = [
+        "the ",
+        "'s ",
+        "'LL",
+        "  ",
+        "\n\n",
+        "123456",
+        " ::",
+        "<|eot_id|>",
+        "<|begin_of_text|>",
+        "\t",
+        "word",
+        "    ",
+        "```python\n",
+        "x = 1\n",
+        " 2024-05-01 ",
+    ]
+    return [
+        "".join(rnd.choice(alphabet) if rnd.random() < 0.5 else rnd.choice(words) for _ in range(rnd.randint(0, 80)))
+        for _ in range(n)
+    ]
 
 
 # ============================================================================ token counts
@@ -70,7 +89,7 @@ def test_token_counts_equal_the_tokenizer() -> None:
     counter = TokenCounter(_tokenizer())
     assert counter.byte_level
     texts = [p.read_text() for p in sorted(CORPUS.rglob("*.html"))[:6]]
-    texts += [t[i:i + 700] for t in texts for i in range(0, len(t), 700)]  # chunk-sized pieces
+    texts += [t[i : i + 700] for t in texts for i in range(0, len(t), 700)]  # chunk-sized pieces
     texts += MULTILINGUAL + _random_texts(1500, seed=1) + ["", " ", "\n", "a", "<|eot_id|>"]
     for text in texts:
         assert counter(text) == _reference(text), repr(text[:80])
@@ -86,10 +105,13 @@ def test_pretokenization_agrees_with_the_tokenizer_on_every_code_point() -> None
     backend = _tokenizer().backend_tokenizer
     pattern = regex.compile(tokens._byte_level_bpe_pattern(backend))
     unassigned = tokens._unassigned()
-    chars = [chr(cp) for cp in range(sys.maxunicode + 1)  # private-use code points: a sample
-             if not unassigned.match(chr(cp)) and (cp % 97 == 0 or unicodedata.category(chr(cp)) != "Co")]
+    chars = [
+        chr(cp)
+        for cp in range(sys.maxunicode + 1)  # private-use code points: a sample
+        if not unassigned.match(chr(cp)) and (cp % 97 == 0 or unicodedata.category(chr(cp)) != "Co")
+    ]
     for start in range(0, len(chars), 2000):
-        text = "".join(f"a{c}b {c}{c}1 {c} x\n{c}\n  {c}'S{c} '{c} 'l{c}" for c in chars[start:start + 2000])
+        text = "".join(f"a{c}b {c}{c}1 {c} x\n{c}\n  {c}'S{c} '{c} 'l{c}" for c in chars[start : start + 2000])
         ours = ["".join(tokens._BYTE_CHARS[b] for b in piece.encode()) for piece in pattern.findall(text)]
         assert ours == [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)], hex(ord(chars[start]))
 
@@ -126,7 +148,18 @@ def test_flesch_kincaid_grade_equals_textstat() -> None:
     texts = [prose_only(t) for t in pages] + MULTILINGUAL + _random_texts(400, seed=2)
     rnd = random.Random(3)
     pieces = list("abcdefghij klmnop.!?'-,;:\"()\n—’éü_0123456789") + [
-        "don't", "it's", " e.g. ", "U.S.", "...", "'tis", "rock'n'roll", "–", " ' ", "'ll", "'re"]
+        "don't",
+        "it's",
+        " e.g. ",
+        "U.S.",
+        "...",
+        "'tis",
+        "rock'n'roll",
+        "–",
+        " ' ",
+        "'ll",
+        "'re",
+    ]
     texts += ["".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 120))) for _ in range(3000)]
     for text in texts:
         assert flesch_kincaid_grade(text) == textstat.flesch_kincaid_grade(text), repr(text[:80])
@@ -169,11 +202,13 @@ def test_word_runs_and_counts_equal_the_regexes() -> None:
         assert word_runs(text) == re.findall(r"\w+", text)
         assert lower_words.__wrapped__(text) == tuple(re.findall(r"\w+", text.lower()))
         assert gates.word_count(text) == len(re.findall(r"\S*\w\S*", text))
-        assert gates.outside_code(text) == re.sub(r"^[ \t]*#{1,6}[ \t]+", "", gates._FENCED_CODE.sub("", text),
-                                                  flags=re.M)
+        assert gates.outside_code(text) == re.sub(
+            r"^[ \t]*#{1,6}[ \t]+", "", gates._FENCED_CODE.sub("", text), flags=re.M
+        )
         prose = prose_only(text)
-        assert count_sentences(prose) == sum(1 for para in prose.split("\n\n") for s in split_sentences(para)
-                                             if len(s.split()) >= 3)
+        assert count_sentences(prose) == sum(
+            1 for para in prose.split("\n\n") for s in split_sentences(para) if len(s.split()) >= 3
+        )
 
 
 def _reference_top_ngram(text: str, n: int = 3) -> float:
@@ -182,7 +217,7 @@ def _reference_top_ngram(text: str, n: int = 3) -> float:
     words = re.findall(r"\w+", text.lower())
     if len(words) < n + 1:
         return 0.0
-    counts = Counter(zip(*(words[i:len(words) - n + 1 + i] for i in range(n)), strict=True))
+    counts = Counter(zip(*(words[i : len(words) - n + 1 + i] for i in range(n)), strict=True))
     gram, freq = counts.most_common(1)[0]
     return 0.0 if freq < 2 else freq * sum(map(len, gram)) / sum(map(len, words))
 

@@ -8,19 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
+from fixture_server import FixtureServer, Reply, redirect
 
 from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
 from bastion.stages import run_stage
-from conftest import REPO
-from fixture_server import FixtureServer, Reply, redirect
 
 pytestmark = pytest.mark.slow
 
 CORPUS = REPO / "recipes" / "corpus" / "cloudsec-mini"
-PAGES = ["iam/least-privilege.html", "network/segmentation.html", "kubernetes/rbac.html",
-         "data-protection/encryption.html", "logging/incident-response.html",
-         "logging/incident-response-printable.html"]
+PAGES = [
+    "iam/least-privilege.html",
+    "network/segmentation.html",
+    "kubernetes/rbac.html",
+    "data-protection/encryption.html",
+    "logging/incident-response.html",
+    "logging/incident-response-printable.html",
+]
 
 
 def corpus_page(rel: str) -> Reply:
@@ -29,10 +34,24 @@ def corpus_page(rel: str) -> Reply:
 
 def routes(other_host: str) -> dict[str, Any]:
     links = [f"/{p}" for p in PAGES] + [
-        "/loop-a", "/away", "/busy", "/broken", "/slow", "/huge", "/logo.bin", "/latin1",
-        "/events/2024/05/12/", "/private/secret.html", "mailto:sec@example.org", f"http://{other_host}/off"]
-    index = "<html><head><title>Faulty docs</title></head><body><main><h1>Faulty docs</h1><ul>" + "".join(
-        f'<li><a href="{href}">{href}</a></li>' for href in links) + "</ul></main></body></html>"
+        "/loop-a",
+        "/away",
+        "/busy",
+        "/broken",
+        "/slow",
+        "/huge",
+        "/logo.bin",
+        "/latin1",
+        "/events/2024/05/12/",
+        "/private/secret.html",
+        "mailto:sec@example.org",
+        f"http://{other_host}/off",
+    ]
+    index = (
+        "<html><head><title>Faulty docs</title></head><body><main><h1>Faulty docs</h1><ul>"
+        + "".join(f'<li><a href="{href}">{href}</a></li>' for href in links)
+        + "</ul></main></body></html>"
+    )
     busy_state = {"n": 0}
 
     def busy(_: Any) -> Reply:
@@ -45,13 +64,17 @@ def routes(other_host: str) -> dict[str, Any]:
     return {
         "/": Reply(body=index),
         **{f"/{p}": corpus_page(p) for p in PAGES},
-        "/robots.txt": Reply(body="User-agent: *\nDisallow: /private/\nSitemap: /sitemap.xml\n",
-                             content_type="text/plain"),
-        "/sitemap.xml": Reply(body='<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
-                                   'sitemap/0.9"><url><loc>/compliance/nist-csf.html</loc></url></urlset>',
-                              content_type="application/xml"),
+        "/robots.txt": Reply(
+            body="User-agent: *\nDisallow: /private/\nSitemap: /sitemap.xml\n", content_type="text/plain"
+        ),
+        "/sitemap.xml": Reply(
+            body='<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+            'sitemap/0.9"><url><loc>/compliance/nist-csf.html</loc></url></urlset>',
+            content_type="application/xml",
+        ),
         "/compliance/nist-csf.html": corpus_page("compliance/nist-csf.html"),
-        "/loop-a": redirect("/loop-b"), "/loop-b": redirect("/loop-a"),
+        "/loop-a": redirect("/loop-b"),
+        "/loop-b": redirect("/loop-a"),
         "/away": redirect(f"http://{other_host}/landing"),
         "/busy": busy,
         "/broken": Reply(status=500, body="oops"),
@@ -74,7 +97,7 @@ harvest:
   politeness: {{delay_seconds: 0.0, timeout_seconds: 1.0, max_retries: 1, backoff_seconds: 0.05,
                max_backoff_seconds: 2, max_response_bytes: 1000000, allow_private_addresses: true}}
   sources:
-    - {{name: faulty, kind: web, start_urls: ["{site.url('/')}"], max_depth: 2, max_pages: 50}}
+    - {{name: faulty, kind: web, start_urls: ["{site.url("/")}"], max_depth: 2, max_pages: 50}}
   quality: {{min_chars: 150, min_words: 25}}
   output: {{min_records: 5}}
 train: {{device: cpu, sequence_len: 512, precision: fp32, flash_attention: false, optimizer: adamw_torch}}
@@ -87,8 +110,16 @@ train: {{device: cpu, sequence_len: 512, precision: fp32, flash_attention: false
     data = tmp_path / "runs" / "faulty-site" / "data"
     quality = json.loads((data / "quality.json").read_text())
     refused = quality["pages"]["refused"]
-    for reason in ("redirect_loop", "redirect_off_domain", "http_500", "timeout", "too_large", "content_type",
-                   "robots", "off_domain"):
+    for reason in (
+        "redirect_loop",
+        "redirect_off_domain",
+        "http_500",
+        "timeout",
+        "too_large",
+        "content_type",
+        "robots",
+        "off_domain",
+    ):
         assert refused.get(reason, 0) >= 1, (reason, refused)
     assert other_hits == []  # the off-domain host never saw a request
     sources = [json.loads(line) for line in (data / "sources.jsonl").read_text().splitlines()]

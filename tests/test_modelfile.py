@@ -34,21 +34,37 @@ def render_go(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Build tests/go/render_template.go once per session (offline, stdlib only); return a renderer."""
     go = shutil.which("go")
     if go is None:
-        pytest.fail("Go is not installed: the Ollama TEMPLATE is checked with Go's text/template, as Ollama "
-                    "runs it. Run scripts/setup.sh (it installs Debian's golang-go) and rerun.", pytrace=False)
+        pytest.fail(
+            "Go is not installed: the Ollama TEMPLATE is checked with Go's text/template, as Ollama "
+            "runs it. Run scripts/setup.sh (it installs Debian's golang-go) and rerun.",
+            pytrace=False,
+        )
     work = tmp_path_factory.mktemp("go")
     binary = work / "render_template"
-    env = {**os.environ, "GOCACHE": str(work / "cache"), "GOPATH": str(work / "gopath"), "GOFLAGS": "-mod=mod",
-           "GOPROXY": "off", "GOTOOLCHAIN": "local", "GOWORK": "off", "CGO_ENABLED": "0"}
-    built = subprocess.run([go, "build", "-o", str(binary), "."], cwd=GO_DIR, env=env, capture_output=True,
-                           text=True, timeout=300)
+    env = {
+        **os.environ,
+        "GOCACHE": str(work / "cache"),
+        "GOPATH": str(work / "gopath"),
+        "GOFLAGS": "-mod=mod",
+        "GOPROXY": "off",
+        "GOTOOLCHAIN": "local",
+        "GOWORK": "off",
+        "CGO_ENABLED": "0",
+    }
+    built = subprocess.run(
+        [go, "build", "-o", str(binary), "."], cwd=GO_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
     assert built.returncode == 0, f"go build failed:\n{built.stdout}{built.stderr}"
 
     def render(messages: Messages, system: str = "", template: str | None = None) -> str:
-        payload = {"template": ollama_template() if template is None else template, "system": system,
-                   "messages": messages}
-        done = subprocess.run([str(binary)], input=json.dumps(payload), capture_output=True, text=True,
-                              encoding="utf-8", timeout=30)
+        payload = {
+            "template": ollama_template() if template is None else template,
+            "system": system,
+            "messages": messages,
+        }
+        done = subprocess.run(
+            [str(binary)], input=json.dumps(payload), capture_output=True, text=True, encoding="utf-8", timeout=30
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -66,10 +82,11 @@ def tokenizer() -> Any:
 
 def hf_prompt(tokenizer: Any, messages: Messages) -> str:
     """The HF template's prompt, BOS removed (Ollama's tokenizer adds BOS; the TEMPLATE must not)."""
-    text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                              date_string="26 Jul 2024")
-    assert text.startswith(BOS) and not text[len(BOS):].startswith(BOS)
-    return text[len(BOS):]
+    text: str = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, date_string="26 Jul 2024"
+    )
+    assert text.startswith(BOS) and not text[len(BOS) :].startswith(BOS)
+    return text[len(BOS) :]
 
 
 def sys_(content: str) -> dict[str, str]:
@@ -84,14 +101,20 @@ def bot(content: str) -> dict[str, str]:
     return {"role": "assistant", "content": content}
 
 
-TRICKY = ('Quotes "double" \'single\' """triple""", back\\slash, tab\tand\nnew\n\nlines, '
-          "unicode é ß 中文 🛡️, template syntax {{ .System }} {{ end }} {{- and }} }}, "
-          "html <b>&amp;</b>, and a literal <|eot_id|> token text")
+TRICKY = (
+    'Quotes "double" \'single\' """triple""", back\\slash, tab\tand\nnew\n\nlines, '
+    "unicode é ß 中文 🛡️, template syntax {{ .System }} {{ end }} {{- and }} }}, "
+    "html <b>&amp;</b>, and a literal <|eot_id|> token text"
+)
 
 CASES: dict[str, Messages] = {
     "system+user": [sys_(SYSTEM), user("How do I rotate IAM access keys?")],
-    "multi-turn": [sys_(SYSTEM), user("What is an SCP?"), bot("A service control policy."),
-                   user("And how does it differ from an IAM policy?")],
+    "multi-turn": [
+        sys_(SYSTEM),
+        user("What is an SCP?"),
+        bot("A service control policy."),
+        user("And how does it differ from an IAM policy?"),
+    ],
     "user-only": [user("Hello")],
     "no-system-multi-turn": [user("Hi"), bot("Hello! How can I help?"), user("Explain KMS.")],
     "tricky-content": [sys_(TRICKY), user(TRICKY), bot(TRICKY), user(TRICKY)],
@@ -107,7 +130,8 @@ def test_no_system_message_still_writes_the_system_turn(tokenizer: Any) -> None:
         "<|start_header_id|>system<|end_header_id|>\n\n"
         "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -161,8 +185,11 @@ def test_render_modelfile_fields() -> None:
     assert parsed["FROM"] == "./bastion-Q4_K_M.gguf"
     assert parsed["TEMPLATE"] == ollama_template()
     assert parsed["SYSTEM"] == PROMPT_WITH_QUOTES
-    assert [v for k, v in parsed["PARAMETER"] if k == "stop"] == list(STOP_TOKENS) == [
-        "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    assert (
+        [v for k, v in parsed["PARAMETER"] if k == "stop"]
+        == list(STOP_TOKENS)
+        == ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    )
     assert dict(parsed["PARAMETER"])["num_ctx"] == "8192"
     assert float(dict(parsed["PARAMETER"])["temperature"]) == 0.7
     assert "ollama create NAME -f Modelfile" in text
@@ -186,15 +213,25 @@ def test_system_prompt_is_stripped_and_empty_prompt_omitted(render_go: Any, toke
     assert render_go([user("Hi")], system=parsed["SYSTEM"] or "") == hf_prompt(tokenizer, [user("Hi")])
 
 
-@pytest.mark.parametrize("prompt", ['A line ending in triple quotes """\nsecond line', "bell \x07 character",
-                                    "no\u00a0break space"])
+@pytest.mark.parametrize(
+    "prompt", ['A line ending in triple quotes """\nsecond line', "bell \x07 character", "no\u00a0break space"]
+)
 def test_prompts_ollama_cannot_read_back_are_refused(prompt: str) -> None:
     with pytest.raises(BadInputError, match="cannot be written in an Ollama Modelfile"):
         render_modelfile("m.gguf", prompt, 2048, 0.7)
 
 
-@pytest.mark.parametrize("args", [("dir/m.gguf", 2048, 0.7), ("", 2048, 0.7), ('m".gguf', 2048, 0.7),
-                                  ("m.gguf", 0, 0.7), ("m.gguf", 2048, -1.0), ("m.gguf", 2048, float("nan"))])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("dir/m.gguf", 2048, 0.7),
+        ("", 2048, 0.7),
+        ('m".gguf', 2048, 0.7),
+        ("m.gguf", 0, 0.7),
+        ("m.gguf", 2048, -1.0),
+        ("m.gguf", 2048, float("nan")),
+    ],
+)
 def test_bad_arguments_are_refused(args: tuple[str, int, float]) -> None:
     name, num_ctx, temperature = args
     with pytest.raises(BadInputError):
@@ -203,8 +240,10 @@ def test_bad_arguments_are_refused(args: tuple[str, int, float]) -> None:
 
 def test_parse_modelfile_follows_ollama() -> None:
     """Cases from Ollama's parser: case-insensitive commands, comments, quoted and multi-line values."""
-    parsed = parse_modelfile('# c\nfrom llama3.1\nSYSTEM """a\n"""\nparameter stop "<|eot_id|>"\n'
-                             "PARAMETER num_ctx 4096\nMESSAGE user hi there\n")
+    parsed = parse_modelfile(
+        '# c\nfrom llama3.1\nSYSTEM """a\n"""\nparameter stop "<|eot_id|>"\n'
+        "PARAMETER num_ctx 4096\nMESSAGE user hi there\n"
+    )
     assert parsed["FROM"] == "llama3.1"
     assert parsed["SYSTEM"] == "a\n"
     assert parsed["PARAMETER"] == [("stop", "<|eot_id|>"), ("num_ctx", "4096")]

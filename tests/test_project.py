@@ -25,8 +25,20 @@ def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def test_layout_matches_design() -> None:
-    for name in ("recipes", "schemas", "bastion", "harvest", "evals", "export", "tests", "bench",
-                 "Dockerfile", "Justfile", "README.md", "pyproject.toml"):
+    for name in (
+        "recipes",
+        "schemas",
+        "bastion",
+        "harvest",
+        "evals",
+        "export",
+        "tests",
+        "bench",
+        "Dockerfile",
+        "Justfile",
+        "README.md",
+        "pyproject.toml",
+    ):
         assert (REPO / name).exists(), name
 
 
@@ -39,6 +51,7 @@ def test_just_lists_every_verb() -> None:
 
 def test_just_passes_recipe_after_the_verb() -> None:
     just = shutil.which("just") or str(REPO / ".venv" / "bin" / "just")
-    out = subprocess.run([just, "--dry-run", "train", "recipe=llama31-8b.yaml"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [just, "--dry-run", "train", "recipe=llama31-8b.yaml"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stderr
     assert re.search(r"bastion train '?llama31-8b.yaml'?$", out.strip()), out

@@ -42,8 +42,15 @@ def test_flagship_is_qlora_nf4_packed_flash_attention() -> None:
     assert (r.train["adapter"], r.train["quantization"]["quant_type"]) == ("qlora", "nf4")
     assert r.train["sequence_len"] == 4096 and r.train["sample_packing"] and r.train["flash_attention"]
     names = {s["name"] for s in r.harvest["sources"]}
-    assert {"aws-security-pillar", "azure-security", "gcp-security", "kubernetes-security",
-            "nist-publications", "cis-controls", "owasp-cloud"} <= names
+    assert {
+        "aws-security-pillar",
+        "azure-security",
+        "gcp-security",
+        "kubernetes-security",
+        "nist-publications",
+        "cis-controls",
+        "owasp-cloud",
+    } <= names
     for source in r.harvest["sources"]:
         assert source["allowed_domains"] and source["path_prefixes"], source["name"]
 
@@ -73,7 +80,9 @@ def test_three_mistakes_are_all_reported_with_path_line_and_hint(tmp_path: Path)
 
 
 def test_cross_field_checks(tmp_path: Path) -> None:
-    text = BASE.replace("  id: bastion:tiny-llama\n", "  id: x\n  max_position_embeddings: 2048\n") + """\
+    text = (
+        BASE.replace("  id: bastion:tiny-llama\n", "  id: x\n  max_position_embeddings: 2048\n")
+        + """\
 train:
   device: cpu
   adapter: qlora
@@ -87,11 +96,18 @@ harvest:
   sources:
     - {name: a, kind: web}
 """
+    )
     with pytest.raises(RecipeError) as info:
         load_recipe(write(tmp_path, text))
     paths = {v.path for v in info.value.violations}
-    assert paths == {"train.sequence_len", "train.quantization.bits", "train.precision",
-                     "train.flash_attention", "harvest.dedup.bands", "harvest.sources[0].start_urls"}
+    assert paths == {
+        "train.sequence_len",
+        "train.quantization.bits",
+        "train.precision",
+        "train.flash_attention",
+        "harvest.dedup.bands",
+        "harvest.sources[0].start_urls",
+    }
 
 
 def test_cross_field_checks_run_alongside_schema_errors(tmp_path: Path) -> None:

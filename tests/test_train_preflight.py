@@ -6,15 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from bastion.errors import BadInputError, MissingResourceError
 from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
 from bastion.stages import run_stage
-from conftest import REPO
 
-RECORD = {"instruction": "Explain how security groups differ from network ACLs.", "input": "",
-          "output": "Security groups are stateful and attach to interfaces; network ACLs are stateless. " * 3}
+RECORD = {
+    "instruction": "Explain how security groups differ from network ACLs.",
+    "input": "",
+    "output": "Security groups are stateful and attach to interfaces; network ACLs are stateless. " * 3,
+}
 
 
 def tiny_recipe(tmp_path: Path, **train: object) -> Path:

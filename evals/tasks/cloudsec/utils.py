@@ -81,5 +81,7 @@ def rouge_l(candidate: str, reference: str) -> float:
 def score_open(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """lm-eval process_results: key-point coverage and ROUGE-L against the reference."""
     answer = results[0] if results else ""
-    return {"key_point_coverage": key_point_coverage(answer, doc["key_points"]),
-            "rouge_l": rouge_l(answer, doc["reference"])}
+    return {
+        "key_point_coverage": key_point_coverage(answer, doc["key_points"]),
+        "rouge_l": rouge_l(answer, doc["reference"]),
+    }

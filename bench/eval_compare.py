@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -26,6 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import BASTION, bench_env, prepare  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -39,24 +41,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "BASTION_RUNS": str(Path(tmp) / "runs"),
-            "HF_HUB_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1",
-            "AXOLOTL_DO_NOT_TRACK": "1",
-            "WANDB_MODE": "disabled",
-        }
-        bastion = [sys.executable, "-m", "bastion"]
-        for stage in ("harvest", "train", "eval"):  # the first eval also writes the lm_eval command lines
-            subprocess.run(
-                [*bastion, stage, "tiny-cpu.yaml"],
-                env=env,
-                cwd=REPO,
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        env = bench_env(tmp)
+        bastion = BASTION
+        prepare(env, ("harvest", "train", "eval"))  # the first run also writes what the baseline needs
         report = json.loads((Path(tmp) / "runs" / "tiny-cpu" / "eval" / "report.json").read_text())
         lm_eval = str(Path(sys.executable).parent / "lm_eval")
         baseline_cmds = []

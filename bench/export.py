@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.common import BASTION, bench_env, prepare  # noqa: E402
 
 QUANTISE = """
 import ctypes, sys, llama_cpp
@@ -60,24 +61,9 @@ def main() -> None:
     from bastion.vendor import converter_script
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "BASTION_RUNS": str(Path(tmp) / "runs"),
-            "HF_HUB_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1",
-            "AXOLOTL_DO_NOT_TRACK": "1",
-            "WANDB_MODE": "disabled",
-        }
-        bastion = [sys.executable, "-m", "bastion"]
-        for stage in ("harvest", "train", "export"):
-            subprocess.run(
-                [*bastion, stage, "tiny-cpu.yaml"],
-                env=env,
-                cwd=REPO,
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        env = bench_env(tmp)
+        bastion = BASTION
+        prepare(env, ("harvest", "train", "export"))  # the first run also writes what the baseline needs
         export_dir = Path(tmp) / "runs" / "tiny-cpu" / "export"
         merged = export_dir / "merged"
         by_hand = Path(tmp) / "by-hand"

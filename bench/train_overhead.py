@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import BASTION, bench_env, prepare  # noqa: E402
+
 FIRST_STEP = re.compile(r"\{'loss'|axolotl: .*\bloss \d")
 
 
@@ -58,33 +60,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "BASTION_RUNS": str(Path(tmp) / "runs"),
-            "HF_HUB_OFFLINE": "1",
-            "HF_DATASETS_OFFLINE": "1",
-            "AXOLOTL_DO_NOT_TRACK": "1",
-            "WANDB_MODE": "disabled",
-            "PYTHONUNBUFFERED": "1",
-        }
-        bastion = [sys.executable, "-m", "bastion"]
-        subprocess.run(
-            [*bastion, "harvest", "tiny-cpu.yaml"],
-            env=env,
-            cwd=REPO,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # render the config once (a full run writes runs/tiny-cpu/train/axolotl.yaml)
-        subprocess.run(
-            [*bastion, "train", "tiny-cpu.yaml"],
-            env=env,
-            cwd=REPO,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env = bench_env(tmp)
+        bastion = BASTION
+        prepare(env, ("harvest", "train"))  # a full run writes runs/tiny-cpu/train/axolotl.yaml
         config = Path(tmp) / "runs" / "tiny-cpu" / "train" / "axolotl.yaml"
         axolotl = shutil.which("axolotl", path=str(Path(sys.executable).parent)) or "axolotl"
         baseline_cmd = [axolotl, "train", str(config), "--launcher", "python"]

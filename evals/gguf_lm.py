@@ -13,7 +13,6 @@ import contextlib
 import logging
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from lm_eval.models.gguf import GGUFLM
 
 from bastion.chat_format import render_text
 from bastion.errors import BastionError
+from export.runtime import server_command
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +108,9 @@ def _free_port() -> int:
 def gguf_server(gguf: Path, n_ctx: int = 2048, timeout: float = 120) -> Iterator[str]:
     """llama-cpp-python's server on a free loopback port for the block; yields its base URL."""
     port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        str(n_ctx),
-        "--logits_all",
-        "True",
-        "--n_threads",
-        "2",
-    ]
+    cmd = server_command(
+        gguf, host="127.0.0.1", port=port, n_ctx=n_ctx, extra=["--logits_all", "True", "--n_threads", "2"]
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

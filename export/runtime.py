@@ -46,9 +46,9 @@ def check_gguf(path: Path) -> None:
         )
 
 
-def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:
-    """Run llama-cpp-python's OpenAI-compatible server in the foreground (Ctrl-C stops it)."""
-    cmd = [
+def server_command(gguf: Path, *, host: str, port: int, n_ctx: int, extra: list[str] | None = None) -> list[str]:
+    """The command line of llama-cpp-python's OpenAI-compatible server for one GGUF."""
+    return [
         sys.executable,
         "-m",
         "llama_cpp.server",
@@ -60,9 +60,13 @@ def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:
         str(port),
         "--n_ctx",
         str(n_ctx),
-        "--model_alias",
-        alias,
+        *(extra or []),
     ]
+
+
+def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:
+    """Run llama-cpp-python's OpenAI-compatible server in the foreground (Ctrl-C stops it)."""
+    cmd = server_command(gguf, host=host, port=port, n_ctx=n_ctx, extra=["--model_alias", alias])
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines; the server has no authentication", host)
     log.info("serving %s at http://%s:%d/v1 (model name '%s'); Ctrl-C stops it", gguf.name, host, port, alias)

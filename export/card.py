@@ -104,7 +104,7 @@ Verification: f16 vs merged model, teacher-forced token agreement
 {verification.get("f16", {}).get("max_logit_diff", "?")}; prompt equals the training format:
 {verification.get("prompt_matches_training")}; stops at `<|eot_id|>`: {verification.get("stops_at_eot", {}).get("ok")}.
 
-| GGUF | perplexity (held-out slice) | ratio to f16 |
+| GGUF | perplexity ({verification.get("perplexity_tokens", "?")} held-out tokens) | ratio to f16 |
 |---|---:|---:|
 {ppl_rows}
 

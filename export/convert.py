@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,34 +34,98 @@ QUANT_FTYPES = {
 }
 
 
-def convert_to_gguf(model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object]) -> Path:
-    """Run ``convert_hf_to_gguf.py`` on a merged model; metadata goes in through ``--metadata``."""
-    script = converter_script()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as meta:
-        json.dump(metadata, meta)
-    cmd = [
-        sys.executable,
-        str(script),
-        str(model_dir),
-        "--outfile",
-        str(tmp_out),
-        "--outtype",
-        outtype,
-        "--metadata",
-        meta.name,
-    ]
-    log.info("export: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    Path(meta.name).unlink(missing_ok=True)
-    if proc.returncode != 0 or not tmp_out.is_file():
-        tmp_out.unlink(missing_ok=True)
-        raise BastionError(
-            f"llama.cpp's converter failed on {model_dir} (exit {proc.returncode}):\n{proc.stderr.strip()[-2500:]}"
+class ConverterProcess:
+    """llama.cpp's ``convert_hf_to_gguf.py`` in a child process, started ahead of its input.
+
+    The child imports torch, transformers and the converter's modules at once (see
+    ``export/converter_worker.py``), so that cost overlaps whatever the caller does before
+    :meth:`convert` (the merge); the script itself runs unchanged, as by hand. Its output goes to
+    ``log_path``. Use as a context manager: leaving the block stops an unused child.
+    """
+
+    def __init__(self, log_path: Path, base_model: str | Path | None = None) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("w", encoding="utf-8")
+        self._started = False
+        cmd = [sys.executable, "-m", "export.converter_worker", str(converter_script())]
+        if base_model is not None and Path(base_model).is_dir():
+            cmd.append(str(base_model))
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
         )
-    tmp_out.replace(out)
-    return out
+
+    def __enter__(self) -> ConverterProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the child if it is still waiting (or still running after an error elsewhere)."""
+        if self._proc.poll() is None:
+            if not self._started:
+                self._proc.terminate()  # still importing or waiting: nothing of its own to finish
+            with contextlib.suppress(OSError, ValueError):
+                self._proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+
+    def convert(self, model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object]) -> Path:
+        """Convert ``model_dir`` to ``out`` (atomically); metadata goes in through ``--metadata``."""
+        self.start(model_dir, out, outtype=outtype, metadata=metadata)
+        return self.wait()
+
+    def start(self, model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object]) -> None:
+        """Hand the child its arguments; it converts while the caller goes on (see :meth:`wait`)."""
+        model_dir, out = model_dir.resolve(), out.resolve()  # the child runs in the repository root
+        self._started = True
+        self._out = out
+        self._model_dir = model_dir
+        self._meta = out.with_name(f".{out.name}.metadata.json")
+        self._meta.write_text(json.dumps(metadata), encoding="utf-8")
+        args = [str(model_dir), "--outfile", str(self._tmp_out), "--outtype", outtype, "--metadata", str(self._meta)]
+        log.info("export: convert_hf_to_gguf.py %s", " ".join(args))
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(args) + "\n")
+            self._proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the child already died: its exit status and log say why
+
+    @property
+    def _tmp_out(self) -> Path:
+        return self._out.with_name(f".{self._out.name}.tmp")
+
+    def wait(self) -> Path:
+        """Wait for the conversion started by :meth:`start`; the GGUF's path, or a clear error."""
+        code = self._proc.wait()
+        self._meta.unlink(missing_ok=True)
+        if code != 0 or not self._tmp_out.is_file():
+            self._tmp_out.unlink(missing_ok=True)
+            self._log.flush()
+            tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip()[-2500:]
+            raise BastionError(
+                f"llama.cpp's converter failed on {self._model_dir} (exit {code}; log {self.log_path}):\n{tail}"
+            )
+        self._tmp_out.replace(self._out)
+        return self._out
+
+
+def convert_to_gguf(model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object]) -> Path:
+    """Run ``convert_hf_to_gguf.py`` on a merged model (no head start); see :class:`ConverterProcess`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ConverterProcess(out.parent / "convert.log") as converter:
+        return converter.convert(model_dir, out, outtype=outtype, metadata=metadata)
 
 
 def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> Path:

@@ -10,6 +10,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bastion.errors import BadInputError, MissingResourceError
 
@@ -18,6 +19,12 @@ log = logging.getLogger(__name__)
 
 def merge_adapter(base: str, adapter: Path, out: Path, *, revision: str = "main", dtype: str = "float16") -> Path:
     """Write base + adapter, merged, with the tokenizer and chat template, to ``out`` (atomically)."""
+    model, tokenizer = load_merged(base, adapter, revision=revision, dtype=dtype)
+    return save_merged(model, tokenizer, out)
+
+
+def load_merged(base: str, adapter: Path, *, revision: str = "main", dtype: str = "float16") -> tuple[Any, Any]:
+    """The base model (unquantised, in ``dtype``) with the adapter merged in by peft, and its tokenizer."""
     if not (adapter / "adapter_config.json").is_file():
         raise MissingResourceError(f"no adapter in {adapter} (adapter_config.json missing): run `bastion train` first")
     import torch
@@ -31,11 +38,16 @@ def merge_adapter(base: str, adapter: Path, out: Path, *, revision: str = "main"
         merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (ValueError, RuntimeError, OSError) as exc:
         raise BadInputError(f"adapter {adapter} does not fit base model {base}: {exc}") from None
-    tokenizer = AutoTokenizer.from_pretrained(base, revision=revision)
+    merged.eval()
+    return merged, AutoTokenizer.from_pretrained(base, revision=revision)
+
+
+def save_merged(model: Any, tokenizer: Any, out: Path) -> Path:
+    """Save a merged model as safetensors with its tokenizer and chat template to ``out`` (atomically)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        merged.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         staging.chmod(0o755)
         if out.exists():

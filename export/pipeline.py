@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,10 @@ from bastion.errors import BastionError, MissingResourceError
 from bastion.manifest import RunFolder
 from bastion.models import base_model_path
 from bastion.recipe import Recipe
+from export import verify
 from export.card import render_card, write_sha256sums
-from export.convert import convert_to_gguf, quantize
-from export.merge import merge_adapter
+from export.convert import ConverterProcess, quantize
+from export.merge import load_merged, save_merged
 
 log = logging.getLogger(__name__)
 
@@ -26,35 +29,45 @@ def gguf_name(recipe: Recipe, kind: str) -> str:
 
 
 def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
-    """Stage entry point."""
+    """Stage entry point.
+
+    llama.cpp's converter starts in a child process at once and imports its libraries while this
+    process merges the adapter; while it converts, the merged model computes the reference answers
+    the verification compares the f16 GGUF with.
+    """
     adapter = folder.root / "train" / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise MissingResourceError(f"no adapter in {adapter}: run `bastion train {recipe.path.name}` first")
     out = folder.stage_dir("export")
     base = base_model_path(recipe)
     timings: dict[str, float] = {}
-    t0 = time.monotonic()
-    merged = merge_adapter(
-        base,
-        adapter,
-        out / "merged",
-        revision=recipe.base_model["revision"],
-        dtype="bfloat16" if recipe.export["outtype"] == "bf16" else "float16",
-    )
-    timings["merge"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    first = convert_to_gguf(
-        merged,
-        out / gguf_name(recipe, recipe.export["outtype"]),
-        outtype=recipe.export["outtype"],
-        metadata=gguf_metadata(recipe),
-    )
-    timings["convert"] = time.monotonic() - t0
+    with ConverterProcess(out / "convert.log", base_model=base) as converter:
+        t0 = time.monotonic()
+        dtype = "bfloat16" if recipe.export["outtype"] == "bf16" else "float16"
+        model, tokenizer = load_merged(base, adapter, revision=recipe.base_model["revision"], dtype=dtype)
+        merged = save_merged(model, tokenizer, out / "merged")
+        timings["merge"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        first_path = out / gguf_name(recipe, recipe.export["outtype"])
+        converter.start(merged, first_path, outtype=recipe.export["outtype"], metadata=gguf_metadata(recipe))
+        reference = verify.hf_reference(
+            model,
+            tokenizer,
+            recipe.system_prompt,
+            recipe.export["smoke_prompts"],
+            _records(folder),
+            threads=max(1, (os.cpu_count() or 2) - 1),  # the converter has a core of its own
+        )
+        del model
+        gc.collect()
+        timings["reference_answers"] = time.monotonic() - t0
+        first = converter.wait()
+        timings["convert"] = time.monotonic() - t0
     t0 = time.monotonic()
     quants = {q: quantize(first, out / gguf_name(recipe, q), q) for q in recipe.export["quantizations"]}
     timings["quantize"] = time.monotonic() - t0
     t0 = time.monotonic()
-    verification = verify_export(recipe, folder, merged, first, quants)
+    verification = verify_export(recipe, reference, first, quants)
     timings["verify"] = time.monotonic() - t0
     verification["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
     write_json(out / "verification.json", verification)
@@ -108,25 +121,15 @@ def write_modelfile(recipe: Recipe, out: Path, quants: dict[str, Path], first: P
     return path
 
 
-def verify_export(
-    recipe: Recipe, folder: RunFolder, merged: Path, first: Path, quants: dict[str, Path]
-) -> dict[str, Any]:
+def verify_export(recipe: Recipe, reference: verify.Reference, first: Path, quants: dict[str, Path]) -> dict[str, Any]:
     """Everything export/verify.py checks, with pass/fail against the recipe's thresholds."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from export import verify
-
-    tokenizer = AutoTokenizer.from_pretrained(merged)
-    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
-    model.eval()
-    prompts = recipe.export["smoke_prompts"]
-    llm = verify.open_gguf(first)
-    agreements = verify.compare_f16(llm, model, tokenizer, recipe.system_prompt, prompts)
+    budget = recipe.export["perplexity_tokens"]
+    n_ctx = verify.context_needed(reference, budget)
+    llm = verify.open_gguf(first, n_ctx=n_ctx)
+    agreements = verify.compare_f16(llm, reference)
     metadata = dict(llm.metadata)
-    records = _records(folder)
-    texts = verify.held_out_texts(records, tokenizer, recipe.system_prompt)
-    ppl = {first.name: verify.perplexity(llm, texts)}
+    texts = reference.held_out
+    ppl = {first.name: verify.perplexity(llm, texts, budget)}
     result: dict[str, Any] = {
         "f16_file": first.name,
         "f16": {
@@ -136,7 +139,7 @@ def verify_export(
             "logit_tolerance": verify.LOGIT_TOLERANCE,
             "per_prompt": [a.__dict__ for a in agreements],
         },
-        "prompt_matches_training": verify.prompt_matches_training(llm, tokenizer, recipe.system_prompt, prompts),
+        "prompt_matches_training": verify.prompt_matches_training(llm, recipe.system_prompt, reference),
         "stops_at_eot": verify.stops_at_eot(llm),
         "metadata": {
             k: metadata.get(k)
@@ -152,8 +155,8 @@ def verify_export(
     }
     del llm
     for name, path in quants.items():
-        qllm = verify.open_gguf(path)
-        ppl[path.name] = verify.perplexity(qllm, texts)
+        qllm = verify.open_gguf(path, n_ctx=n_ctx)
+        ppl[path.name] = verify.perplexity(qllm, texts, budget)
         result.setdefault("quant_file_types", {})[name] = _model_desc(qllm)
         del qllm
     base_ppl = ppl[first.name]
@@ -166,6 +169,7 @@ def verify_export(
         for n, v in ppl.items()
     }
     result["held_out_texts"] = len(texts)
+    result["perplexity_tokens"] = budget
     failures = []
     if result["f16"]["token_agreement"] < recipe.export["min_token_agreement"]:
         failures.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,18 @@ log = logging.getLogger(__name__)
 
 #: largest |logit difference| accepted between the f16 GGUF and the merged model (f16 rounding)
 LOGIT_TOLERANCE = 0.05
+#: held-out tokens scored for perplexity by default (recipe: export.perplexity_tokens); the ratio of two
+#: GGUFs on the same tokens needs hundreds, not thousands
+PPL_TOKENS = 512
 EOT = "<|eot_id|>"
 
 
-def open_gguf(path: Path, n_ctx: int = 1024) -> Any:
+def open_gguf(path: Path, n_ctx: int = 512) -> Any:
     """A llama-cpp-python model with all logits kept (for comparisons and perplexity)."""
     from llama_cpp import Llama
 
-    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0, n_threads=2)
+    threads = max(1, min(os.cpu_count() or 1, 8))
+    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0, n_threads=threads)
 
 
 @dataclass
@@ -45,7 +50,8 @@ class Agreement:
 
 
 def hf_greedy(model: Any, prompt_ids: list[int], new_tokens: int) -> tuple[list[int], np.ndarray]:
-    """Greedy continuation by the merged HF model, and its logits for every position of the result."""
+    """Greedy continuation by the merged HF model, and the logits that chose each new token
+    (positions ``len(prompt_ids) - 1`` to the one before last)."""
     import torch
 
     with torch.no_grad():
@@ -55,17 +61,20 @@ def hf_greedy(model: Any, prompt_ids: list[int], new_tokens: int) -> tuple[list[
             do_sample=False,
             min_new_tokens=new_tokens,
             pad_token_id=0,
+            return_dict_in_generate=True,
+            output_logits=True,
         )
-        sequence = out[0].tolist()
-        logits = model(torch.tensor([sequence])).logits[0].float().numpy()
+    sequence = out.sequences[0].tolist()
+    logits = torch.cat([step[:1] for step in out.logits]).float().numpy()
     return sequence, logits
 
 
-def gguf_logits(llm: Any, tokens: list[int]) -> np.ndarray:
-    """llama.cpp's logits for every position of ``tokens``."""
+def gguf_logits(llm: Any, tokens: list[int], *, copy: bool = True) -> np.ndarray:
+    """llama.cpp's logits for every position of ``tokens`` (``copy=False``: a view, valid until the next eval)."""
     llm.reset()
     llm.eval(tokens)
-    return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    scores = llm.scores[: len(tokens)]
+    return np.array(scores, dtype=np.float32) if copy else np.asarray(scores, dtype=np.float32)
 
 
 def gguf_greedy(llm: Any, prompt_ids: list[int], new_tokens: int) -> list[int]:
@@ -79,30 +88,87 @@ def gguf_greedy(llm: Any, prompt_ids: list[int], new_tokens: int) -> list[int]:
     return out
 
 
-def compare_f16(
-    llm: Any, model: Any, tokenizer: Any, system_prompt: str, prompts: list[str], new_tokens: int = 24
-) -> list[Agreement]:
+#: new tokens generated per smoke prompt when comparing the f16 GGUF with the merged model
+NEW_TOKENS = 24
+
+
+def prompt_ids(tokenizer: Any, system_prompt: str, prompt: str) -> list[int]:
+    """Token ids of a smoke prompt in the training format, ready for the answer."""
+    return list(
+        tokenizer.apply_chat_template(
+            prompt_messages(system_prompt, prompt),
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=False,
+            **CHAT_TEMPLATE_KWARGS,
+        )
+    )
+
+
+def context_needed(ref: Reference, budget: int = PPL_TOKENS) -> int:
+    """The context the verification needs: the longest smoke prompt with its answer, or one held-out
+    text's share of the perplexity budget, rounded up to a multiple of 64."""
+    longest = max([len(seq) for seq in ref.sequences] + [budget // max(1, len(ref.held_out))])
+    return -(-longest // 64) * 64
+
+
+@dataclass
+class Reference:
+    """What the merged HF model answers, computed once (while llama.cpp converts it)."""
+
+    prompts: list[str]
+    prompt_ids: list[list[int]]
+    sequences: list[list[int]]
+    logits: list[np.ndarray]
+    training_prompts: list[str]
+    held_out: list[str]
+
+
+def hf_reference(
+    model: Any,
+    tokenizer: Any,
+    system_prompt: str,
+    prompts: list[str],
+    records: list[dict[str, Any]],
+    new_tokens: int = NEW_TOKENS,
+    threads: int | None = None,
+) -> Reference:
+    """The merged model's greedy answers and logits on the smoke prompts (in float32), the training-
+    format prompts and the held-out texts for perplexity. ``threads``: torch's threads meanwhile (leave
+    a core to a conversion running alongside)."""
+    import torch
+
+    model = model.float()
+    ids = [prompt_ids(tokenizer, system_prompt, p) for p in prompts]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads or saved)
+    try:
+        greedy = [hf_greedy(model, i, new_tokens) for i in ids]
+    finally:
+        torch.set_num_threads(saved)
+    return Reference(
+        prompts=list(prompts),
+        prompt_ids=ids,
+        sequences=[g[0] for g in greedy],
+        logits=[g[1] for g in greedy],
+        training_prompts=[
+            render_text(tokenizer, prompt_messages(system_prompt, p), generation_prompt=True) for p in prompts
+        ],
+        held_out=held_out_texts(records, tokenizer, system_prompt),
+    )
+
+
+def compare_f16(llm: Any, ref: Reference) -> list[Agreement]:
     """Agreement between the f16 GGUF and the merged model on each smoke prompt."""
     results = []
-    for prompt in prompts:
-        ids = list(
-            tokenizer.apply_chat_template(
-                prompt_messages(system_prompt, prompt),
-                tokenize=True,
-                add_generation_prompt=True,
-                return_dict=False,
-                **CHAT_TEMPLATE_KWARGS,
-            )
-        )
-        sequence, hf_logits = hf_greedy(model, ids, new_tokens)
-        ll_logits = gguf_logits(llm, sequence)
+    for prompt, ids, sequence, hf_logits in zip(ref.prompts, ref.prompt_ids, ref.sequences, ref.logits, strict=True):
         start = len(ids) - 1
-        predicted = ll_logits[start:-1].argmax(axis=1)
-        teacher = float(np.mean(predicted == np.array(sequence[start + 1 :])))
-        free = gguf_greedy(llm, ids, new_tokens)
+        ll_logits = gguf_logits(llm, sequence, copy=False)[start:-1]
+        teacher = float(np.mean(ll_logits.argmax(axis=1) == np.array(sequence[start + 1 :])))
+        diff = float(np.max(np.abs(ll_logits - hf_logits)))
         expected = sequence[len(ids) :]
+        free = gguf_greedy(llm, ids, len(expected))
         prefix = next((i for i, (a, b) in enumerate(zip(free, expected, strict=False)) if a != b), len(expected))
-        diff = float(np.max(np.abs(ll_logits[start:] - hf_logits[start:])))
         results.append(Agreement(prompt, teacher, prefix / len(expected), diff))
     return results
 
@@ -120,13 +186,12 @@ def gguf_prompt(llm: Any, messages: list[dict[str, str]]) -> str:
     return str(result.prompt)
 
 
-def prompt_matches_training(llm: Any, tokenizer: Any, system_prompt: str, prompts: list[str]) -> bool:
+def prompt_matches_training(llm: Any, system_prompt: str, ref: Reference) -> bool:
     """llama.cpp's prompt from the GGUF template == the training-format prompt, for each smoke prompt."""
-    for prompt in prompts:
-        messages = prompt_messages(system_prompt, prompt)
-        if gguf_prompt(llm, messages) != render_text(tokenizer, messages, generation_prompt=True):
-            return False
-    return True
+    return all(
+        gguf_prompt(llm, prompt_messages(system_prompt, p)) == expected
+        for p, expected in zip(ref.prompts, ref.training_prompts, strict=True)
+    )
 
 
 def stops_at_eot(llm: Any) -> dict[str, Any]:
@@ -146,17 +211,21 @@ def stops_at_eot(llm: Any) -> dict[str, Any]:
     }
 
 
-def perplexity(llm: Any, texts: list[str]) -> float:
-    """Perplexity of the texts (each tokenised with special tokens, as the chat format has them)."""
+def perplexity(llm: Any, texts: list[str], budget: int = PPL_TOKENS) -> float:
+    """Perplexity of the texts (each tokenised with special tokens, as the chat format has them, and
+    cut to an equal share of ``budget`` tokens)."""
+    import torch
+
     nll, count = 0.0, 0
+    share = min(max(2, budget // max(1, len(texts))), llm.n_ctx())
     for text in texts:
-        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)[: llm.n_ctx()]
+        tokens = llm.tokenize(text.encode(), add_bos=False, special=True)[:share]
         if len(tokens) < 2:
             continue
-        logits = gguf_logits(llm, tokens)[:-1]
-        peak = logits.max(axis=1)
-        log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
-        nll -= float((logits[np.arange(len(tokens) - 1), tokens[1:]] - log_norm).astype(np.float64).sum())
+        logits = torch.from_numpy(gguf_logits(llm, tokens, copy=False)[:-1])
+        targets = torch.tensor(tokens[1:])
+        picked = logits.gather(1, targets[:, None])[:, 0].double()
+        nll -= float((picked - torch.logsumexp(logits, dim=1).double()).sum())
         count += len(tokens) - 1
     return math.exp(nll / count) if count else math.nan
 

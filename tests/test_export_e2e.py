@@ -69,6 +69,38 @@ def test_verification_figures(exported: tuple[RunFolder, Path]) -> None:
     assert ratios["export-e2e-f16.gguf"] == 1.0
     assert 0.95 < ratios["export-e2e-q8_0.gguf"] < 1.05 and 0.9 < ratios["export-e2e-q4_k_m.gguf"] < 1.2
     assert v["quant_file_types"]["q4_k_m"].endswith("Q4_K - Medium")
+    assert v["perplexity_tokens"] == 512 and v["held_out_texts"] == 4
+    timings = v["timings_seconds"]
+    assert {"merge", "reference_answers", "convert", "quantize", "verify"} <= set(timings)
+    assert timings["reference_answers"] <= timings["convert"]  # computed while the converter ran
+    log = (folder.root / "export" / "convert.log").read_text()
+    assert "converter ready" in log and "Model successfully exported" in log
+    assert not list((folder.root / "export").glob(".*"))  # no temporary file left behind
+
+
+def test_converter_failure_is_a_clear_error(tmp_path: Path) -> None:
+    from bastion.errors import BastionError
+    from export.convert import convert_to_gguf
+
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text('{"architectures": ["NoSuchForCausalLM"]}')
+    with pytest.raises(BastionError, match=r"converter failed on .*not-a-model \(exit 1; log .*convert.log\)"):
+        convert_to_gguf(not_a_model, tmp_path / "out" / "x.gguf", outtype="f16", metadata={})
+    assert "NoSuchForCausalLM" in (tmp_path / "out" / "convert.log").read_text()
+    assert not list((tmp_path / "out").glob("*.gguf")) and not list((tmp_path / "out").glob(".*"))
+
+
+def test_unused_converter_process_exits(tmp_path: Path) -> None:
+    """A converter started ahead of an export that then fails (say, a bad adapter) stops with it."""
+    from export.convert import ConverterProcess
+
+    start = time.monotonic()
+    with ConverterProcess(tmp_path / "convert.log") as converter:
+        pid = converter._proc.pid
+    assert converter._proc.returncode is not None and time.monotonic() - start < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_modelfile_card_and_checksums(exported: tuple[RunFolder, Path]) -> None:

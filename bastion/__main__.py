@@ -1,5 +1,5 @@
 """``python -m bastion`` runs the CLI."""
 
-from bastion.cli import main
+from bastion.cli import run
 
-main()
+run()

@@ -71,3 +71,33 @@ def test_manifest_records_recipe_versions_and_commit(tmp_path: Path) -> None:
     assert entry["status"] == "ok" and entry["seconds"] == 1.25 and entry["records"] == 3
     assert "torch" in entry["versions"]
     assert entry["started"] <= entry["finished"]
+
+
+def test_fast_exit_keeps_the_status_and_runs_exit_handlers(tmp_path: Path) -> None:
+    """`bastion` skips the interpreter's module teardown, but not the exit handlers or the status."""
+    script = (
+        "import atexit, sys, torch\n"
+        "from pathlib import Path\n"
+        "import bastion.cli as cli\n"
+        f"atexit.register(lambda: Path({str(tmp_path / 'handler-ran')!r}).write_text('yes'))\n"
+        "sys.argv = ['bastion', 'validate', 'no-such-recipe.yaml']\n"
+        "cli.run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "error: recipe 'no-such-recipe.yaml' not found" in proc.stderr
+    assert (tmp_path / "handler-ran").read_text() == "yes"
+
+
+def test_exit_waits_for_a_running_thread(tmp_path: Path) -> None:
+    """With a non-daemon thread still at work, `run` leaves through the normal exit, which waits for it."""
+    script = (
+        "import sys, threading, time\n"
+        "from pathlib import Path\n"
+        "import bastion.cli as cli\n"
+        f"threading.Thread(target=lambda: (time.sleep(1), Path({str(tmp_path / 'done')!r}).write_text('1'))).start()\n"
+        "sys.argv = ['bastion', 'validate', 'tiny-cpu.yaml']\n"
+        "cli.run()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "done").read_text() == "1"

@@ -58,7 +58,7 @@ def forget_memos() -> None:
     so that every round is a fresh harvest that learns nothing from an earlier one."""
     gates._SYLLABLES.clear()
     dedup._WORD_HASHES.clear()
-    instructions._word_points.cache_clear()
+    instructions._WORD_POINTS.clear()
     sections._parse_blocks.cache_clear()
     sections.lower_words.cache_clear()
 

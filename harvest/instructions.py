@@ -15,7 +15,6 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 
 from harvest.sections import Section, lower_words
 
@@ -127,12 +126,23 @@ _WORDS, _STEMS, _PHRASES = _keyword_tables()
 _STEM_PREFIXES = tuple(stem for stem, _, _ in _STEMS)
 
 
-@lru_cache(maxsize=1 << 16)
-def _word_points(word: str) -> tuple[tuple[str, int], ...]:
-    hits = list(_WORDS.get(word, ()))
-    if word.startswith(_STEM_PREFIXES):
-        hits += [(intent, points) for stem, intent, points in _STEMS if word.startswith(stem)]
-    return tuple(hits)
+WORD_POINTS_SIZE = 1 << 16  # words whose keyword hits are kept (cleared when full)
+
+
+class _WordPoints(dict[str, tuple[tuple[str, int], ...]]):
+    """word -> its keyword hits ``(intent, points)``, memoised (empty for most words)."""
+
+    def __missing__(self, word: str) -> tuple[tuple[str, int], ...]:
+        if len(self) >= WORD_POINTS_SIZE:
+            self.clear()
+        hits = list(_WORDS.get(word, ()))
+        if word.startswith(_STEM_PREFIXES):
+            hits += [(intent, points) for stem, intent, points in _STEMS if word.startswith(stem)]
+        self[word] = tuple(hits)
+        return self[word]
+
+
+_WORD_POINTS = _WordPoints()
 
 
 # intent -> templates; {persona}, {topic}, {where} (" in the context of <page>" or "")
@@ -196,8 +206,10 @@ def keyword_points(text: str) -> dict[str, int]:
     """Keyword points per intent in ``text``: 2 for a strong keyword, 1 for a weak one."""
     scores = dict.fromkeys(_KEYWORDS, 0)
     tokens = lower_words(text)
-    for word, n in Counter(tokens).items():
-        for intent, points in _word_points(word):
+    counts = Counter(tokens)
+    for word in filter(_WORD_POINTS.__getitem__, counts):  # the words with a hit, in C
+        n = counts[word]
+        for intent, points in _WORD_POINTS[word]:
             scores[intent] += points * n
     joined = f" {' '.join(tokens)} "
     for phrase, intent, points in _PHRASES:

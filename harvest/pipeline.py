@@ -98,6 +98,9 @@ class ChunkStore:
         self.conn.close()
 
 
+VERDICT_MEMO_SIZE = 4096  # (chunk text, page language) verdicts kept by a PageProcessor (cleared when full)
+
+
 class PageProcessor:
     """Turns one page into gated chunks, written with the caller's connection (its transaction)."""
 
@@ -110,6 +113,9 @@ class PageProcessor:
         self.gates = QualityGates(recipe.harvest["quality"])
         self.chunking = recipe.harvest["chunking"]
         self.source_rank = {s["name"]: i for i, s in enumerate(recipe.harvest["sources"])}
+        # (text, language) -> (passed, reason, metrics JSON): a section repeated across a site's
+        # pages gets the same verdict, and its metrics are encoded once
+        self._verdicts: dict[tuple[str, str, float], tuple[int, str | None, str]] = {}
 
     def document_chunks(self, doc: Document) -> list[Section]:
         sections = split_sections(doc, self.chunking["min_heading_level"])
@@ -117,6 +123,18 @@ class PageProcessor:
         for section in sections:
             chunks += chunk_section(section, self.max_tokens, self.chunking["overlap_tokens"], self.count_tokens)
         return chunks
+
+    def verdict(self, text: str, language: tuple[str, float]) -> tuple[int, str | None, str]:
+        """(passed, reason, metrics as JSON) of the gates on a chunk of a page in ``language``."""
+        key = (text, language[0], round(language[1], 4))  # all that the verdict reads of the language
+        found = self._verdicts.get(key)
+        if found is None:
+            result = self.gates.check(text, language=language)
+            found = (int(result.passed), result.reason, self._METRICS_JSON.encode(result.metrics))
+            if len(self._verdicts) >= VERDICT_MEMO_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = found
+        return found
 
     def store(self, conn: sqlite3.Connection, doc: Document | None, *, source: str, url: str, fetched_at: str) -> None:
         if doc is None or not doc.text.strip():
@@ -127,26 +145,10 @@ class PageProcessor:
         rank, title = self.source_rank.get(source, 0), doc.title or ""
         rows = []
         for chunk in self.document_chunks(doc):
-            verdict = self.gates.check(chunk.text, language=language)
             chunk_index = by_section[chunk.index]
             by_section[chunk.index] += 1
-            rows.append(
-                (
-                    rank,
-                    source,
-                    url,
-                    title,
-                    chunk.heading,
-                    chunk.index,
-                    chunk_index,
-                    chunk.kind,
-                    chunk.text,
-                    fetched_at,
-                    int(verdict.passed),
-                    verdict.reason,
-                    self._METRICS_JSON.encode(verdict.metrics),
-                )
-            )
+            place = (rank, source, url, title, chunk.heading, chunk.index, chunk_index)
+            rows.append((*place, chunk.kind, chunk.text, fetched_at, *self.verdict(chunk.text, language)))
         conn.executemany(
             "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
             "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
@@ -347,50 +349,63 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
     task = progress.add_task("dedup + instructions", total=len(pending)) if progress else None
     for start in range(0, len(pending), DECISION_BATCH):
         batch = pending[start : start + DECISION_BATCH]
+        decisions = Decisions()
+        for row in batch:
+            decisions.decide(deduper, row, cfg["enabled"], ins)
         with store.transaction() as conn:
-            for row in batch:
-                _decide(conn, deduper, row, cfg["enabled"], ins)
+            decisions.write(conn)
         if progress is not None and task is not None:
             progress.advance(task, len(batch))
 
 
-def _decide(
-    conn: sqlite3.Connection, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool, ins: dict[str, Any]
-) -> None:
-    cid, title, heading, index, part, kind, text = row
-    result = deduper.check(str(cid), text) if dedup_enabled else None
-    if result is not None and result.kind != "unique":
-        conn.execute(
-            "INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)",
-            (cid, result.kind, result.duplicate_of, result.similarity),
-        )
-    else:
-        section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind, part=part)
-        instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
-        conn.execute(
+class Decisions:
+    """One batch of decisions (duplicates, records, decided chunks), written in one go."""
+
+    def __init__(self) -> None:
+        self.duplicates: list[tuple[Any, ...]] = []
+        self.records: list[tuple[Any, ...]] = []
+        self.decided: list[tuple[int]] = []
+
+    def decide(self, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool, ins: dict[str, Any]) -> None:
+        """Decide one chunk row; a unique one is admitted into ``deduper`` at once."""
+        cid, title, heading, index, part, kind, text = row
+        result = deduper.check(str(cid), text) if dedup_enabled else None
+        if result is not None and result.kind != "unique":
+            self.duplicates.append((cid, result.kind, result.duplicate_of, result.similarity))
+        else:
+            section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind, part=part)
+            instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
+            self.records.append(
+                (
+                    cid,
+                    instruction.instruction,
+                    "",
+                    text,
+                    instruction.intent,
+                    instruction.template_id,
+                    result.exact_hash if result else "",
+                    result.signature if result else b"",
+                    hashlib.sha256(text.encode()).hexdigest(),
+                )
+            )
+            if result is not None:
+                deduper.add(str(cid), result)
+        self.decided.append((cid,))
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Store the batch with ``conn`` (inside the caller's transaction); records in decision order."""
+        conn.executemany("INSERT OR REPLACE INTO duplicates VALUES (?, ?, ?, ?)", self.duplicates)
+        conn.executemany(
             "INSERT OR REPLACE INTO records (chunk_id, instruction, input, output, intent, template_id, "
             "exact_hash, signature, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cid,
-                instruction.instruction,
-                "",
-                text,
-                instruction.intent,
-                instruction.template_id,
-                result.exact_hash if result else "",
-                result.signature if result else b"",
-                hashlib.sha256(text.encode()).hexdigest(),
-            ),
+            self.records,
         )
-        if result is not None:
-            deduper.add(str(cid), result)
-    conn.execute("UPDATE chunks SET decided = 1 WHERE id = ?", (cid,))
+        conn.executemany("UPDATE chunks SET decided = 1 WHERE id = ?", self.decided)
 
 
 def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str, Any]:
     """Write train.jsonl (Alpaca records only, schema-checked) and sources.jsonl, atomically."""
-    schema = json.loads((SCHEMAS_DIR / "alpaca.schema.json").read_text())
-    validator = jsonschema.Draft202012Validator(schema)
+    record_errors = schema_errors(json.loads((SCHEMAS_DIR / "alpaca.schema.json").read_text()))
     rows = store.conn.execute(
         "SELECT r.instruction, r.input, r.output, c.url, c.title, c.heading, c.source, c.fetched_at, "
         "r.content_hash, r.intent, r.template_id FROM records r JOIN chunks c ON c.id = r.chunk_id "
@@ -399,7 +414,7 @@ def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str
     train, sources = [], []
     for instr, inp, out, url, title, heading, source, fetched, chash, intent, template in rows:
         record = {"instruction": instr, "input": inp, "output": out}
-        errors = sorted(e.message for e in validator.iter_errors(record))
+        errors = record_errors(record)
         if errors:
             raise BadInputError(
                 f"record from {url} ({heading}) does not match schemas/alpaca.schema.json: {'; '.join(errors)}"
@@ -420,6 +435,60 @@ def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str
     write_jsonl(data_dir / "train.jsonl", train)
     write_jsonl(data_dir / "sources.jsonl", sources)
     return {"records": len(train), "train_sha256": file_sha256(data_dir / "train.jsonl")}
+
+
+_ANNOTATIONS = {"$schema", "$id", "$comment", "title", "description", "default", "examples"}
+
+
+def schema_errors(schema: dict[str, Any]) -> Callable[[Any], list[str]]:
+    """``record -> sorted jsonschema (2020-12) error messages``; a record that a plain check of a
+    flat object schema accepts is not run through jsonschema (the same answer, much faster)."""
+    validator = jsonschema.Draft202012Validator(schema)
+    plain = _flat_string_object(schema)
+
+    def errors(record: Any) -> list[str]:
+        if plain is not None and plain(record):
+            return []
+        return sorted(e.message for e in validator.iter_errors(record))
+
+    return errors
+
+
+def _flat_string_object(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """For a schema of an object with string properties (``type``, ``required``,
+    ``additionalProperties: false``, ``minLength``/``maxLength``, annotations), a check that is
+    true only for records the schema accepts; None for any other schema."""
+    if set(schema) - _ANNOTATIONS - {"type", "additionalProperties", "required", "properties"}:
+        return None
+    props, required = schema.get("properties", {}), schema.get("required", [])
+    extra_allowed = schema.get("additionalProperties", True)
+    if schema.get("type") != "object" or extra_allowed not in (True, False) or not isinstance(props, dict):
+        return None
+    bounds: dict[str, tuple[int, float]] = {}
+    for name, prop in props.items():
+        if not isinstance(prop, dict) or set(prop) - _ANNOTATIONS - {"type", "minLength", "maxLength"}:
+            return None
+        low, high = prop.get("minLength", 0), prop.get("maxLength", float("inf"))
+        if prop.get("type") != "string" or not isinstance(low, int) or not isinstance(high, int | float):
+            return None
+        bounds[name] = (low, high)
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return None
+
+    def accepts(record: Any) -> bool:
+        if not isinstance(record, dict) or any(r not in record for r in required):
+            return False
+        for key, value in record.items():
+            if key not in bounds:
+                if extra_allowed:
+                    continue
+                return False
+            low, high = bounds[key]
+            if not isinstance(value, str) or not low <= len(value) <= high:
+                return False
+        return True
+
+    return accepts
 
 
 def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str, Any]]) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def parse_blocks(text: str) -> tuple[Block, ...]:
     return _parse_blocks(text)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _parse_blocks(text: str) -> tuple[Block, ...]:
     return tuple(iter_blocks(text))
 
@@ -139,9 +139,9 @@ def iter_blocks(text: str) -> Iterator[Block]:
 _ASCII_NON_WORD = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=2048)
 def lower_words(text: str) -> tuple[str, ...]:
-    """Lowercased ``\\w+`` words of a text (memoised: dedup and instructions read the same chunk)."""
+    """Lowercased ``\\w+`` words of a text (memoised: gates, dedup and instructions read the same chunk)."""
     return tuple(word_runs(text.lower()))
 
 

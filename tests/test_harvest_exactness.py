@@ -248,3 +248,53 @@ def test_gates_memo_gives_the_same_verdicts() -> None:
             fresh = QualityGates(config).check(text, language=language)
             again = shared.check(text, language=language)
             assert (again.passed, again.reason, again.metrics) == (fresh.passed, fresh.reason, fresh.metrics)
+
+
+# ============================================================================ language, gates, records
+
+
+def test_vectorised_language_identifier_equals_py3langid() -> None:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from harvest.langid import VectorIdentifier
+
+    reference = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    fast = VectorIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    assert fast.automaton is not None and fast.automaton.window > 0
+    rng = random.Random(3)
+    pages = [p.read_text() for p in sorted(CORPUS.rglob("*.html"))[:10]]
+    texts = ["", " ", "é", "ABC DEF", *MULTILINGUAL, *(page[i : i + 500] for page in pages for i in (0, 700, 1900))]
+    texts += ["".join(chr(rng.randint(1, 0x3000)) for _ in range(rng.randint(1, 80))) for _ in range(300)]
+    for text in texts:
+        assert fast.classify(text) == reference.classify(text), repr(text[:40])
+        assert fast._decide(text).tobytes() == reference._decide(text).tobytes(), repr(text[:40])
+
+
+def test_word_count_equals_token_regex() -> None:
+    import re
+
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(128)] + [" "] * 20 + list("ab_-.,!#é…")
+    texts = [p.read_text()[:2000] for p in sorted(CORPUS.rglob("*.html"))[:10]]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    for text in texts:
+        assert gates.word_count(text) == len(re.findall(r"\S*\w\S*", text)), repr(text)
+
+
+def test_schema_errors_equal_jsonschema() -> None:
+    import json
+
+    import jsonschema
+
+    from harvest.pipeline import schema_errors
+
+    schema = json.loads((REPO / "schemas" / "alpaca.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = schema_errors(schema)
+    rng = random.Random(7)
+    values: list[Any] = ["", "x", "exactly10c", "a longer instruction", 5, None, ["a"], {"a": 1}, "é" * 10]
+    for _ in range(3000):
+        record: Any = {k: rng.choice(values) for k in ("instruction", "input", "output", "extra") if rng.random() < 0.8}
+        if rng.random() < 0.05:
+            record = rng.choice([[], "text", 3])
+        assert errors(record) == sorted(e.message for e in validator.iter_errors(record)), record

@@ -112,7 +112,6 @@ class ConverterProcess:
         self._meta.unlink(missing_ok=True)
         if code != 0 or not self._tmp_out.is_file():
             self._tmp_out.unlink(missing_ok=True)
-            self._log.flush()
             tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip()[-2500:]
             raise BastionError(
                 f"llama.cpp's converter failed on {self._model_dir} (exit {code}; log {self.log_path}):\n{tail}"

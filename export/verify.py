@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bastion.chat_format import CHAT_TEMPLATE_KWARGS, prompt_messages, record_messages, render_text
+from bastion.chat_format import prompt_messages, record_messages, render_ids, render_text
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,11 @@ def hf_greedy(model: Any, prompt_ids: list[int], new_tokens: int) -> tuple[list[
     return sequence, logits
 
 
-def gguf_logits(llm: Any, tokens: list[int], *, copy: bool = True) -> np.ndarray:
-    """llama.cpp's logits for every position of ``tokens`` (``copy=False``: a view, valid until the next eval)."""
+def gguf_logits(llm: Any, tokens: list[int]) -> np.ndarray:
+    """llama.cpp's logits for every position of ``tokens``: a view, valid until the next eval."""
     llm.reset()
     llm.eval(tokens)
-    scores = llm.scores[: len(tokens)]
-    return np.array(scores, dtype=np.float32) if copy else np.asarray(scores, dtype=np.float32)
+    return np.asarray(llm.scores[: len(tokens)], dtype=np.float32)
 
 
 def gguf_greedy(llm: Any, prompt_ids: list[int], new_tokens: int) -> list[int]:
@@ -90,19 +89,6 @@ def gguf_greedy(llm: Any, prompt_ids: list[int], new_tokens: int) -> list[int]:
 
 #: new tokens generated per smoke prompt when comparing the f16 GGUF with the merged model
 NEW_TOKENS = 24
-
-
-def prompt_ids(tokenizer: Any, system_prompt: str, prompt: str) -> list[int]:
-    """Token ids of a smoke prompt in the training format, ready for the answer."""
-    return list(
-        tokenizer.apply_chat_template(
-            prompt_messages(system_prompt, prompt),
-            tokenize=True,
-            add_generation_prompt=True,
-            return_dict=False,
-            **CHAT_TEMPLATE_KWARGS,
-        )
-    )
 
 
 def context_needed(ref: Reference, budget: int = PPL_TOKENS) -> int:
@@ -139,7 +125,7 @@ def hf_reference(
     import torch
 
     model = model.float()
-    ids = [prompt_ids(tokenizer, system_prompt, p) for p in prompts]
+    ids = [render_ids(tokenizer, prompt_messages(system_prompt, p), generation_prompt=True) for p in prompts]
     saved = torch.get_num_threads()
     torch.set_num_threads(threads or saved)
     try:
@@ -163,7 +149,7 @@ def compare_f16(llm: Any, ref: Reference) -> list[Agreement]:
     results = []
     for prompt, ids, sequence, hf_logits in zip(ref.prompts, ref.prompt_ids, ref.sequences, ref.logits, strict=True):
         start = len(ids) - 1
-        ll_logits = gguf_logits(llm, sequence, copy=False)[start:-1]
+        ll_logits = gguf_logits(llm, sequence)[start:-1]
         teacher = float(np.mean(ll_logits.argmax(axis=1) == np.array(sequence[start + 1 :])))
         diff = float(np.max(np.abs(ll_logits - hf_logits)))
         expected = sequence[len(ids) :]
@@ -222,7 +208,7 @@ def perplexity(llm: Any, texts: list[str], budget: int = PPL_TOKENS) -> float:
         tokens = llm.tokenize(text.encode(), add_bos=False, special=True)[:share]
         if len(tokens) < 2:
             continue
-        logits = torch.from_numpy(gguf_logits(llm, tokens, copy=False)[:-1])
+        logits = torch.from_numpy(gguf_logits(llm, tokens)[:-1])
         targets = torch.tensor(tokens[1:])
         picked = logits.gather(1, targets[:, None])[:, 0].double()
         nll -= float((picked - torch.logsumexp(logits, dim=1).double()).sum())

@@ -38,6 +38,7 @@ import numpy as np
 from datasketch import MinHash
 
 from bastion.errors import BadInputError
+from harvest.memo import Memo
 from harvest.sections import lower_words
 
 log = logging.getLogger(__name__)
@@ -120,24 +121,19 @@ def shingle_hashes(words: Sequence[str], size: int) -> np.ndarray:
     return acc
 
 
-class _WordHashes(dict[str, int]):
-    """word -> fmix64(crc32(word)), memoised (the words of a harvest repeat)."""
-
-    def __missing__(self, word: str) -> int:
-        if len(self) >= WORD_CACHE_SIZE:
-            self.clear()
-        h = zlib.crc32(word.encode())
-        h ^= h >> 33  # _fmix64 on one value, with Python integers
-        h = (h * 0xFF51AFD7ED558CCD) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 33
-        h = (h * 0xC4CEB9FE1A85EC53) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 33
-        self[word] = h
-        return h
+def _word_hash(word: str) -> int:
+    """fmix64(crc32(word)), with Python integers."""
+    h = zlib.crc32(word.encode())
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 33
+    return h
 
 
 WORD_CACHE_SIZE = 1 << 18
-_WORD_HASHES = _WordHashes()
+_WORD_HASHES = Memo(_word_hash, WORD_CACHE_SIZE)  # the words of a harvest repeat
 
 
 def _identity(value: int) -> int:
@@ -199,7 +195,8 @@ class Deduper:
         self._bands: list[tuple[int, int]] = [(i * rows, (i + 1) * rows) for i in range(bands)]
         self._tables: list[dict[bytes, list[str]]] = [{} for _ in range(bands)]
         self._exact: dict[str, str] = {}  # exact hash -> first key
-        self._digests: dict[str, str] = {}  # text checked -> its exact hash (texts repeat verbatim)
+        # text checked -> its exact hash (texts repeat verbatim)
+        self._digests: Memo[str, str] = Memo(lambda text: exact_hash(normalise_words(text)), DIGEST_CACHE_SIZE)
         self._values: dict[str, np.ndarray] = {}  # key -> MinHash values
         self._order: dict[str, int] = {}  # key -> admission number (ties: earliest wins)
 
@@ -243,11 +240,7 @@ class Deduper:
 
     def check(self, key: str, text: str) -> DedupResult:
         """Is ``text`` an exact or near duplicate of an admitted text? Does not admit it."""
-        digest = self._digests.get(text)
-        if digest is None:
-            if len(self._digests) >= DIGEST_CACHE_SIZE:
-                self._digests.clear()
-            digest = self._digests[text] = exact_hash(normalise_words(text))
+        digest = self._digests[text]
         first = self._exact.get(digest)
         if first is not None:
             return DedupResult("exact", first, 1.0, lambda: self._minhash(normalise_words(text)), digest)

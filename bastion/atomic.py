@@ -43,6 +43,10 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False)  # json.dumps(r, ensure_ascii=False), built once
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Atomically write one JSON object per line."""
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    encode = _JSON_LINE.encode
+    write_text(path, "".join(encode(r) + "\n" for r in records))

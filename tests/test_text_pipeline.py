@@ -134,6 +134,21 @@ def test_extract_html_title_from_title_tag_and_none_without_text() -> None:
     assert extract_html("<html><body><script>var a = 1;</script></body></html>", "https://x.example/", "s") is None
 
 
+def test_head_title_reads_the_head_and_falls_back_to_the_whole_page() -> None:
+    from harvest.extract import _head_title
+
+    head = '<html><head><title>Key Rotation | Docs</title><meta property="og:title" content="Rotating keys"></head>'
+    body = "<body><main><p>Text.</p></main></body></html>"
+    assert _head_title(head + body) == "Rotating keys"
+    assert _head_title((head + body).encode()) == "Rotating keys"
+    # a title that only the body holds (no head end tag before it) is still found
+    assert _head_title('<html><head></head><body><meta property="og:title" content="Late title"></body></html>') == (
+        "Late title"
+    )
+    assert _head_title("<html><head><title>Only Title - Site</title></head><body></body></html>") == "Only Title"
+    assert _head_title("<html><body><p>No title at all.</p></body></html>") == ""
+
+
 def test_extract_html_title_ignores_site_chrome() -> None:
     html = f"""<html><head><title>Audit Logging - Example Docs</title></head><body>
     <div class="menu-bar"><h1 class="menu-title">Example Docs</h1></div>

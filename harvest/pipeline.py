@@ -32,7 +32,7 @@ from bastion.errors import BadInputError, MissingResourceError
 from bastion.manifest import RunFolder, file_sha256, now_iso
 from bastion.paths import SCHEMAS_DIR
 from bastion.recipe import Recipe
-from harvest.dedup import Deduper
+from harvest.dedup import Deduper, DedupResult
 from harvest.extract import Document, extract_html, extract_pdf, read_local_file
 from harvest.gates import QualityGates
 from harvest.instructions import Instruction, instruction_diversity, make_instruction
@@ -136,18 +136,32 @@ class PageProcessor:
         return found
 
     def store(self, conn: sqlite3.Connection, doc: Document | None, *, source: str, url: str, fetched_at: str) -> None:
-        if doc is None or not doc.text.strip():
-            conn.execute("INSERT OR REPLACE INTO page_notes VALUES (?, ?, ?)", (source, url, "no_text"))
-            return
-        by_section: Counter[int] = Counter()
-        language = self.gates.page_language(doc.text)
-        rank, title = self.source_rank.get(source, 0), doc.title or ""
+        """Gate one page's chunks and write them with ``conn`` (inside the caller's transaction)."""
+        self.store_pages(conn, source, [(doc, url, fetched_at)])
+
+    def store_pages(self, conn: sqlite3.Connection, source: str, pages: list[tuple[Document | None, str, str]]) -> None:
+        """``store`` for several ``(document, url, fetched_at)`` pages of one source.
+
+        Each step runs over all the pages before the next (languages, then chunks, then gates):
+        the language model's tables, the tokenizer's and the gates' memos stay in the CPU cache
+        for the whole batch. The rows are the same as storing the pages one by one.
+        """
+        found = [(doc, url, fetched_at) for doc, url, fetched_at in pages if doc is not None and doc.text.strip()]
+        empty = [(source, url, "no_text") for doc, url, _ in pages if doc is None or not doc.text.strip()]
+        if empty:
+            conn.executemany("INSERT OR REPLACE INTO page_notes VALUES (?, ?, ?)", empty)
+        languages = [self.gates.page_language(doc.text) for doc, _, _ in found]
+        chunked = [self.document_chunks(doc) for doc, _, _ in found]
+        rank = self.source_rank.get(source, 0)
         rows = []
-        for chunk in self.document_chunks(doc):
-            chunk_index = by_section[chunk.index]
-            by_section[chunk.index] += 1
-            place = (rank, source, url, title, chunk.heading, chunk.index, chunk_index)
-            rows.append((*place, chunk.kind, chunk.text, fetched_at, *self.verdict(chunk.text, language)))
+        for (doc, url, fetched_at), language, chunks in zip(found, languages, chunked, strict=True):
+            by_section: Counter[int] = Counter()
+            title = doc.title or ""
+            for chunk in chunks:
+                chunk_index = by_section[chunk.index]
+                by_section[chunk.index] += 1
+                place = (rank, source, url, title, chunk.heading, chunk.index, chunk_index)
+                rows.append((*place, chunk.kind, chunk.text, fetched_at, *self.verdict(chunk.text, language)))
         conn.executemany(
             "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
             "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
@@ -322,13 +336,15 @@ def harvest_local(
     done = {row[0] for row in store.conn.execute("SELECT path FROM local_files WHERE source = ?", (source["name"],))}
     todo = [path for path in files if str(path) not in done]
     for start in range(0, len(todo), LOCAL_BATCH):
-        batch = [(path, read_local_file(path, source["name"])) for path in todo[start : start + LOCAL_BATCH]]
+        paths = todo[start : start + LOCAL_BATCH]
+        pages = [(read_local_file(path, source["name"]), path.as_uri(), now_iso()) for path in paths]
         with store.transaction() as conn:
-            for path, doc in batch:
-                processor.store(conn, doc, source=source["name"], url=path.as_uri(), fetched_at=now_iso())
-                conn.execute("INSERT OR IGNORE INTO local_files VALUES (?, ?)", (source["name"], str(path)))
+            processor.store_pages(conn, source["name"], pages)
+            conn.executemany(
+                "INSERT OR IGNORE INTO local_files VALUES (?, ?)", [(source["name"], str(p)) for p in paths]
+            )
         if tick is not None:
-            for path, _ in batch:
+            for path in paths:
                 tick(str(path))
     return {"fetched": len(files), "refused": {}, "per_host": {"local": len(files)}}
 
@@ -360,9 +376,9 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
     task = progress.add_task("dedup + instructions", total=len(pending)) if progress else None
     for start in range(0, len(pending), DECISION_BATCH):
         batch = pending[start : start + DECISION_BATCH]
-        decisions = Decisions()
+        decisions = Decisions(ins)
         for row in batch:
-            decisions.decide(deduper, row, cfg["enabled"], ins)
+            decisions.decide(deduper, row, cfg["enabled"])
         with store.transaction() as conn:
             decisions.write(conn)
         if progress is not None and task is not None:
@@ -371,22 +387,37 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
 
 class Decisions:
     """One batch of decisions (duplicates and records), written in one go; a chunk is decided
-    once it is in either table."""
+    once it is in either table.
 
-    def __init__(self) -> None:
+    Dedup runs row by row (each unique text is admitted before the next row is checked); the
+    instructions of the admitted rows are made afterwards, for the whole batch at once, so that
+    the dedup index and the keyword tables each stay in the CPU cache while they are used.
+    """
+
+    def __init__(self, instructions: dict[str, Any]) -> None:
+        self.instructions = instructions
         self.duplicates: list[tuple[Any, ...]] = []
-        self.records: list[tuple[Any, ...]] = []
+        self.admitted: list[tuple[tuple[Any, ...], DedupResult | None]] = []
 
-    def decide(self, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool, ins: dict[str, Any]) -> None:
+    def decide(self, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool) -> None:
         """Decide one chunk row; a unique one is admitted into ``deduper`` at once."""
-        cid, title, heading, index, part, kind, text = row
+        cid, text = row[0], row[-1]
         result = deduper.check(str(cid), text) if dedup_enabled else None
         if result is not None and result.kind != "unique":
             self.duplicates.append((cid, result.kind, result.duplicate_of, result.similarity))
-        else:
+            return
+        self.admitted.append((row, result))
+        if result is not None:
+            deduper.add(str(cid), result)
+
+    def records(self) -> list[tuple[Any, ...]]:
+        """The admitted rows as ``records`` rows, in decision order."""
+        ins = self.instructions
+        rows = []
+        for (cid, title, heading, index, part, kind, text), result in self.admitted:
             section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind, part=part)
             instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
-            self.records.append(
+            rows.append(
                 (
                     cid,
                     instruction.instruction,
@@ -399,8 +430,7 @@ class Decisions:
                     hashlib.sha256(text.encode()).hexdigest(),
                 )
             )
-            if result is not None:
-                deduper.add(str(cid), result)
+        return rows
 
     def write(self, conn: sqlite3.Connection) -> None:
         """Store the batch with ``conn`` (inside the caller's transaction); records in decision order."""
@@ -408,7 +438,7 @@ class Decisions:
         conn.executemany(
             "INSERT OR REPLACE INTO records (chunk_id, instruction, input, output, intent, template_id, "
             "exact_hash, signature, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self.records,
+            self.records(),
         )
 
 

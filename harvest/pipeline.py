@@ -367,12 +367,17 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
     cfg, ins = recipe.harvest["dedup"], recipe.harvest["instructions"]
     deduper = Deduper(cfg["threshold"], cfg["num_perm"], cfg["bands"], cfg["rows"], cfg["shingle_size"])
     deduper.load(store.conn.execute("SELECT CAST(chunk_id AS TEXT), exact_hash, signature FROM records ORDER BY id"))
-    pending = store.conn.execute(
-        "SELECT id, title, heading, section_index, chunk_index, kind, text FROM chunks "
-        "WHERE passed = 1 AND id NOT IN (SELECT chunk_id FROM records) "
-        "AND id NOT IN (SELECT chunk_id FROM duplicates) "
-        "ORDER BY source_rank, url, section_index, chunk_index"
-    ).fetchall()
+    # sorted here rather than by SQLite, whose sorter would copy every chunk's text
+    ordered = sorted(
+        store.conn.execute(
+            "SELECT source_rank, url, section_index, chunk_index, id, title, heading, kind, text FROM chunks "
+            "WHERE passed = 1 AND id NOT IN (SELECT chunk_id FROM records) "
+            "AND id NOT IN (SELECT chunk_id FROM duplicates)"
+        )
+    )
+    pending = [
+        (cid, title, heading, index, part, kind, text) for _, _, index, part, cid, title, heading, kind, text in ordered
+    ]
     task = progress.add_task("dedup + instructions", total=len(pending)) if progress else None
     for start in range(0, len(pending), DECISION_BATCH):
         batch = pending[start : start + DECISION_BATCH]

@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +56,32 @@ def _near_duplicates(rows: list[dict[str, Any]], threshold: float = 0.7) -> list
     return pairs
 
 
-def validate_mcq(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
-    """Problems in a multiple-choice bank, and its statistics."""
-    problems: list[str] = []
+def _well_formed(
+    rows: list[dict[str, Any]], keys: set[str], problems: list[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(id, row)`` for the rows with exactly ``keys``; a row with other keys, or an unknown
+    category, is reported in ``problems`` (a row with other keys is not checked further)."""
     for r in rows:
         rid = r.get("id", "?")
-        if set(r) != MCQ_KEYS:
-            problems.append(f"{rid}: keys {sorted(set(r))}, expected {sorted(MCQ_KEYS)}")
+        if set(r) != keys:
+            problems.append(f"{rid}: keys {sorted(set(r))}, expected {sorted(keys)}")
             continue
         if r["category"] not in CATEGORIES:
             problems.append(f"{rid}: category '{r['category']}' not one of {', '.join(CATEGORIES)}")
+        yield rid, r
+
+
+def _bank_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """Ids used more than once and near-duplicate questions."""
+    ids = Counter(r.get("id") for r in rows)
+    problems = [f"{i}: id used {n} times" for i, n in ids.items() if n > 1]
+    return problems + [f"{a} and {b}: near-duplicate questions" for a, b in _near_duplicates(rows)]
+
+
+def validate_mcq(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Problems in a multiple-choice bank, and its statistics."""
+    problems: list[str] = []
+    for rid, r in _well_formed(rows, MCQ_KEYS, problems):
         if r["difficulty"] not in ("easy", "medium", "hard"):
             problems.append(f"{rid}: difficulty '{r['difficulty']}'")
         if r["answer"] not in ("A", "B", "C", "D"):
@@ -78,9 +95,7 @@ def validate_mcq(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]
             problems.append(f"{rid}: 'all/none of the above' options are not allowed")
         if len(r["rationale"]) < 20:
             problems.append(f"{rid}: rationale too short")
-    ids = Counter(r.get("id") for r in rows)
-    problems += [f"{i}: id used {n} times" for i, n in ids.items() if n > 1]
-    problems += [f"{a} and {b}: near-duplicate questions" for a, b in _near_duplicates(rows)]
+    problems += _bank_problems(rows)
     answers = Counter(r.get("answer") for r in rows)
     expected = len(rows) / 4
     if rows and any(abs(answers.get(k, 0) - expected) > max(2, 0.05 * len(rows)) for k in "ABCD"):
@@ -108,13 +123,7 @@ def _strictly_longest(r: dict[str, Any]) -> bool:
 def validate_open(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
     """Problems in an open-question bank, and its statistics."""
     problems: list[str] = []
-    for r in rows:
-        rid = r.get("id", "?")
-        if set(r) != OPEN_KEYS:
-            problems.append(f"{rid}: keys {sorted(set(r))}, expected {sorted(OPEN_KEYS)}")
-            continue
-        if r["category"] not in CATEGORIES:
-            problems.append(f"{rid}: category '{r['category']}' not one of {', '.join(CATEGORIES)}")
+    for rid, r in _well_formed(rows, OPEN_KEYS, problems):
         points = r["key_points"]
         if not 3 <= len(points) <= 6:
             problems.append(f"{rid}: {len(points)} key points, expected 3-6")
@@ -122,9 +131,7 @@ def validate_open(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]
         for p in points:
             if not p.get("any_of") or not any(k.lower() in reference for k in p["any_of"]):
                 problems.append(f"{rid}: key point '{p.get('point')}' has no keyword found in the reference")
-    ids = Counter(r.get("id") for r in rows)
-    problems += [f"{i}: id used {n} times" for i, n in ids.items() if n > 1]
-    problems += [f"{a} and {b}: near-duplicate questions" for a, b in _near_duplicates(rows)]
+    problems += _bank_problems(rows)
     stats = {"questions": len(rows), "categories": dict(sorted(Counter(r.get("category") for r in rows).items()))}
     return problems, stats
 

@@ -146,8 +146,13 @@ class PageProcessor:
         the language model's tables, the tokenizer's and the gates' memos stay in the CPU cache
         for the whole batch. The rows are the same as storing the pages one by one.
         """
-        found = [(doc, url, fetched_at) for doc, url, fetched_at in pages if doc is not None and doc.text.strip()]
-        empty = [(source, url, "no_text") for doc, url, _ in pages if doc is None or not doc.text.strip()]
+        found: list[tuple[Document, str, str]] = []
+        empty: list[tuple[str, str, str]] = []
+        for doc, url, fetched_at in pages:
+            if doc is not None and doc.text.strip():
+                found.append((doc, url, fetched_at))
+            else:
+                empty.append((source, url, "no_text"))
         if empty:
             conn.executemany("INSERT OR REPLACE INTO page_notes VALUES (?, ?, ?)", empty)
         languages = [self.gates.page_language(doc.text) for doc, _, _ in found]

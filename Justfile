@@ -40,7 +40,11 @@ eval recipe=recipe:
 export recipe=recipe:
     {{bastion}} export {{quote(trim_start_match(recipe, "recipe="))}}
 
-# Run harvest, train, eval and export in order.
+# Run the eval tasks on the exported GGUF (eval.gguf) and compare it with the tuned model.
+eval-gguf recipe=recipe:
+    {{bastion}} eval-gguf {{quote(trim_start_match(recipe, "recipe="))}}
+
+# Run every stage in order (harvest, train, eval, export, eval-gguf), skipping those that are up to date.
 all recipe=recipe:
     {{bastion}} all {{quote(trim_start_match(recipe, "recipe="))}}
 
@@ -56,7 +60,7 @@ chat recipe=recipe:
 test *args:
     {{python}} -m ruff check .
     {{python}} -m ruff format --check .
-    {{python}} -m mypy bastion harvest evals export
+    {{python}} -m mypy bastion harvest train evals export
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {{python}} -m pytest {{args}}
 
 # Run the benchmarks under bench/ (each prints a ratio measured side by side).

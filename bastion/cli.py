@@ -1,4 +1,4 @@
-"""The ``bastion`` command line: validate, harvest, train, eval, export, all, demo."""
+"""The ``bastion`` command line: validate, one command per stage, all, demo, serve, chat."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from bastion.errors import BastionError
 from bastion.logs import setup_logging
+from bastion.runner import STAGES
+from bastion.stage import Stage
 
 log = logging.getLogger("bastion")
 
@@ -87,8 +88,8 @@ def _report_error(ctx: click.Context, message: str) -> None:
 def main(ctx: click.Context, verbose: bool, log_json: bool, debug: bool) -> None:
     """Bastion: turn documentation into a domain-expert LLM from one YAML recipe.
 
-    Stages: harvest -> train -> eval -> export. Each reads the recipe and the previous stage's
-    files in runs/<name>/ and can be rerun alone.
+    Stages: harvest -> train -> eval -> export -> eval-gguf. Each reads the recipe and the earlier
+    stages' files in runs/<name>/ and can be rerun alone.
     """
     setup_logging(verbose=verbose, log_json=log_json)
     ctx.ensure_object(dict).update(debug=debug, log_json=log_json)
@@ -100,6 +101,12 @@ def _load(recipe: str) -> Any:
     return load_recipe(recipe)
 
 
+def _folder(recipe: Any) -> Any:
+    from bastion.run_folder import RunFolder
+
+    return RunFolder.for_recipe(recipe)
+
+
 @main.command()
 @click.argument("recipe")
 def validate(recipe: str) -> None:
@@ -108,38 +115,22 @@ def validate(recipe: str) -> None:
     log.info("%s: valid recipe '%s' (sha256 %s)", r.path, r.name, r.sha256[:12])
 
 
-def _stage_command(stage: str, doc: str) -> Callable[..., None]:
-    @click.argument("recipe")
+def _stage_command(stage: Stage) -> click.Command:
+    """``bastion <stage> RECIPE [options]`` for one stage."""
+
     def command(recipe: str, **options: Any) -> None:
-        from bastion.manifest import RunFolder
-        from bastion.stages import run_stage
+        from bastion.runner import run_stage
 
         r = _load(recipe)
-        run_stage(stage, r, RunFolder.for_recipe(r), **options)
+        run_stage(stage, r, _folder(r), **options)
 
-    command.__doc__ = doc
-    command.__name__ = stage
-    return command
+    params: list[click.Parameter] = [click.Argument(["recipe"])]
+    params += [click.Option([option.flag], is_flag=True, help=option.help) for option in stage.options]
+    return click.Command(stage.name, callback=command, params=params, help=stage.help)
 
 
-main.command(name="harvest")(
-    _stage_command("harvest", "Crawl and read RECIPE's sources into Alpaca JSONL plus a data-quality report.")
-)
-main.command(name="train")(
-    click.option("--dry-run", is_flag=True, help="Print the rendered Axolotl config and launch command; run nothing.")(
-        click.option("--resume", is_flag=True, help="Continue from the last checkpoint in runs/<name>/train/output.")(
-            _stage_command("train", "Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data.")
-        )
-    )
-)
-main.command(name="eval")(
-    _stage_command(
-        "eval", "Evaluate the base and the tuned model with lm-evaluation-harness and report the difference."
-    )
-)
-main.command(name="export")(
-    _stage_command("export", "Merge the adapter, convert to GGUF, quantise, verify and write an Ollama Modelfile.")
-)
+for _stage in STAGES:
+    main.add_command(_stage_command(_stage))
 
 
 @main.command()
@@ -149,12 +140,11 @@ main.command(name="export")(
 @click.option("--port", default=8000, show_default=True, type=int)
 def serve(recipe: str, quant: str | None, host: str, port: int) -> None:
     """Serve RECIPE's exported GGUF with llama-cpp-python's OpenAI-compatible server."""
-    from bastion.manifest import RunFolder
-    from export.runtime import find_gguf
+    from bastion.run_folder import default_gguf_kind
     from export.runtime import serve as run_server
 
     r = _load(recipe)
-    gguf = find_gguf(r, RunFolder.for_recipe(r), quant)
+    gguf = _folder(r).require_gguf(quant or default_gguf_kind(r))
     sys.exit(
         run_server(
             gguf,
@@ -171,24 +161,23 @@ def serve(recipe: str, quant: str | None, host: str, port: int) -> None:
 @click.option("--quant", default=None, help="Which exported GGUF (q4_k_m, q8_0, f16...); default: the Modelfile's.")
 def chat(recipe: str, quant: str | None) -> None:
     """Chat with RECIPE's exported GGUF in the terminal (the recipe's system prompt, the GGUF's template)."""
-    from bastion.manifest import RunFolder
+    from bastion.run_folder import default_gguf_kind
     from export.runtime import chat as run_chat
-    from export.runtime import find_gguf
 
     r = _load(recipe)
-    gguf = find_gguf(r, RunFolder.for_recipe(r), quant)
+    gguf = _folder(r).require_gguf(quant or default_gguf_kind(r))
     run_chat(gguf, r.system_prompt, n_ctx=r.export["ollama"]["num_ctx"], temperature=r.export["ollama"]["temperature"])
 
 
 FORCE_HELP = "Rerun this stage even if its inputs are unchanged (repeatable; 'all' reruns every stage)."
-STAGE_CHOICES = click.Choice(["harvest", "train", "eval", "export", "all"])
+STAGE_CHOICES = click.Choice([stage.name for stage in STAGES] + ["all"])
 
 
 @main.command(name="all")
 @click.argument("recipe")
 @click.option("--force", multiple=True, type=STAGE_CHOICES, help=FORCE_HELP)
 def all_stages(recipe: str, force: tuple[str, ...]) -> None:
-    """Run harvest, train, eval and export on RECIPE in order, skipping stages whose inputs are unchanged."""
+    """Run every stage on RECIPE in order, skipping stages whose inputs are unchanged."""
     _run_all(recipe, force)
 
 
@@ -204,27 +193,47 @@ def demo(force: tuple[str, ...]) -> None:
 
 
 def _run_all(recipe: str, force: tuple[str, ...] = ()) -> None:
-    from bastion.manifest import RunFolder
-    from bastion.stages import run_all
+    from bastion.runner import run_all
 
     r = _load(recipe)
-    folder = RunFolder.for_recipe(r)
+    folder = _folder(r)
     outcome = run_all(r, folder, force=force)
     for stage, status in outcome.items():
-        log.info("  %-8s %s", stage, status)
+        log.info("  %-9s %s", stage, status)
     where = {
-        "data report": folder.root / "data" / "quality.md",
-        "eval report": folder.root / "eval" / "report.md",
-        "Modelfile": folder.root / "export" / "Modelfile",
-        "model card": folder.root / "export" / "README.md",
+        "data report": folder.quality_md,
+        "eval report": folder.eval_report_md,
+        "GGUF eval": folder.gguf_eval_report_md,
+        "Modelfile": folder.modelfile,
+        "model card": folder.model_card,
     }
-    ggufs = sorted((folder.root / "export").glob("*.gguf"))
     for label, path in where.items():
         if path.exists():
             log.info("%-12s %s", label, path)
-    for gguf in ggufs:
+    for gguf in folder.ggufs():
         log.info("%-12s %s", "GGUF", gguf)
     log.info("run folder:  %s", folder.root)
+    sentence = _learning_sentence(folder)
+    if sentence:
+        log.info("%s", sentence)
+
+
+def _learning_sentence(folder: Any) -> str | None:
+    """What the chain taught, in one sentence: held-out bits per byte base -> tuned, and the GGUF's figure."""
+    import json
+
+    from evals.compare import domain_sentence
+
+    if not folder.eval_report_json.is_file():
+        return None
+    sentence = domain_sentence(json.loads(folder.eval_report_json.read_text(encoding="utf-8")))
+    if sentence and folder.gguf_eval_report_json.is_file():
+        gguf = json.loads(folder.gguf_eval_report_json.read_text(encoding="utf-8"))
+        for row in (gguf.get("domain") or {}).values():
+            b = row["bits_per_byte"]
+            ratio = f" (x{b['ratio_to_tuned']:.4f} of the tuned model)" if b.get("ratio_to_tuned") else ""
+            sentence += f"; GGUF {gguf['gguf']}: {b['tuned']:.3f}{ratio}"
+    return sentence
 
 
 if __name__ == "__main__":

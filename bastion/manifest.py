@@ -1,22 +1,15 @@
-"""The run folder ``runs/<name>/`` and its manifest: recipe hash, versions, commit, stage timings."""
+"""What a manifest records: package versions, the git commit, file fingerprints and times."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import importlib.metadata
-import json
 import logging
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from bastion import __version__
-from bastion.atomic import write_json
-from bastion.logs import redact
-from bastion.paths import REPO_ROOT, runs_dir
-from bastion.recipe import Recipe
+from bastion.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -83,73 +76,28 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-@dataclass
-class RunFolder:
-    """``runs/<recipe name>/``: every stage writes its files here and records itself in the manifest."""
-
-    root: Path
-
-    @classmethod
-    def for_recipe(cls, recipe: Recipe, base: Path | None = None) -> RunFolder:
-        root = (base or runs_dir()) / recipe.name
-        root.mkdir(parents=True, exist_ok=True)
-        folder = cls(root)
-        folder._record_recipe(recipe)
-        return folder
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / "manifest.json"
-
-    def stage_dir(self, stage: str) -> Path:
-        """The folder of one stage (``data`` for harvest, else the stage's name), created."""
-        path = self.root / ("data" if stage == "harvest" else stage)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def read_manifest(self) -> dict[str, Any]:
-        if not self.manifest_path.exists():
-            return {"stages": {}}
-        try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            broken = self.manifest_path.with_suffix(".json.broken")
-            self.manifest_path.replace(broken)
-            log.warning("manifest %s was unreadable; kept as %s and started afresh", self.manifest_path, broken)
-            return {"stages": {}}
-
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, json.loads(redact(json.dumps(manifest))))
-
-    def _record_recipe(self, recipe: Recipe) -> None:
-        manifest = self.read_manifest()
-        manifest["recipe"] = {"name": recipe.name, "path": str(recipe.path), "sha256": recipe.sha256}
-        manifest["bastion_version"] = __version__
-        manifest["git_commit"] = git_commit()
-        manifest.setdefault("created", now_iso())
-        manifest.setdefault("stages", {})
-        self.write_manifest(manifest)
-
-    def stage_started(self, stage: str, recipe: Recipe) -> None:
-        manifest = self.read_manifest()
-        manifest["stages"][stage] = {
-            "status": "running",
-            "started": now_iso(),
-            "section_hash": recipe.section_hash(_section_of(stage)),
-            "versions": package_versions(),
-        }
-        self.write_manifest(manifest)
-
-    def stage_finished(self, stage: str, status: str, seconds: float, details: dict[str, Any] | None = None) -> None:
-        manifest = self.read_manifest()
-        entry = manifest["stages"].setdefault(stage, {})
-        entry.update({"status": status, "finished": now_iso(), "seconds": round(seconds, 3)})
-        entry.update(details or {})
-        self.write_manifest(manifest)
-
-    def stage_entry(self, stage: str) -> dict[str, Any]:
-        return dict(self.read_manifest().get("stages", {}).get(stage, {}))
+HASHED_BYTES = 64 * 2**20  # files up to this size are fingerprinted by content, larger ones by size and mtime
 
 
-def _section_of(stage: str) -> str:
-    return stage
+def fingerprint(path: Path) -> str:
+    """A fingerprint of a file or folder (every file below it, by relative path), or ``missing``.
+
+    Files up to ``HASHED_BYTES`` are hashed (SHA-256); larger ones (merged weights, GGUFs of several
+    GB) are fingerprinted by size and modification time, as make and ninja do.
+    """
+    if path.is_file():
+        stat = path.stat()
+        if stat.st_size <= HASHED_BYTES:
+            return file_sha256(path)
+        return f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for item in sorted(p for p in path.rglob("*") if p.is_file() and not _ignored(p.relative_to(path))):
+            digest.update(f"{item.relative_to(path).as_posix()}\0{fingerprint(item)}\n".encode())
+        return digest.hexdigest()
+    return "missing"
+
+
+def _ignored(relative: Path) -> bool:
+    """Caches and hidden files are not content: ``__pycache__``, ``.ipynb_checkpoints``, ``.DS_Store``."""
+    return any(part.startswith(".") or part == "__pycache__" for part in relative.parts)

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fixture_server import FixtureServer, Hit, Reply, page  # noqa: E402
 
+from bastion.run_folder import RunFolder  # noqa: E402
 from harvest.crawl import FetchedPage, crawl  # noqa: E402
 from harvest.state import CrawlState  # noqa: E402
 
@@ -131,7 +132,9 @@ def run(n_hosts: int, n_pages: int, delay: float, latency: float) -> None:
             "max_pages": total,
             "max_depth": 2,
         }
-        state = CrawlState(Path(tmp) / "state.sqlite")
+        folder = RunFolder(Path(tmp))
+        folder.data_dir.mkdir()
+        state = CrawlState(folder.harvest_state)
         started_wall, t0 = time.time(), time.perf_counter()
         stats = crawl(source, politeness, UA, state, lambda p, conn: pages.append(p))
         elapsed = time.perf_counter() - t0

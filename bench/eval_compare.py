@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bastion.run_folder import RunFolder  # noqa: E402
 from bench.common import BASTION, bench_env, prepare  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def main() -> None:
         env = bench_env(tmp)
         bastion = BASTION
         prepare(env, ("harvest", "train", "eval"))  # the first run also writes what the baseline needs
-        report = json.loads((Path(tmp) / "runs" / "tiny-cpu" / "eval" / "report.json").read_text())
+        report = json.loads(RunFolder(Path(tmp) / "runs" / "tiny-cpu").eval_report_json.read_text())
         lm_eval = str(Path(sys.executable).parent / "lm_eval")
         baseline_cmds = []
         for name in ("base", "tuned"):

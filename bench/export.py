@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bastion.run_folder import RunFolder  # noqa: E402
 from bench.common import BASTION, bench_env, prepare  # noqa: E402
 
 QUANTISE = """
@@ -77,8 +78,8 @@ def main() -> None:
         env = bench_env(tmp)
         bastion = BASTION
         prepare(env, ("harvest", "train", "export"))  # the first run also writes what the baseline needs
-        export_dir = Path(tmp) / "runs" / "tiny-cpu" / "export"
-        merged = export_dir / "merged"
+        folder = RunFolder(Path(tmp) / "runs" / "tiny-cpu")
+        merged = folder.merged
         by_hand = Path(tmp) / "by-hand"
         by_hand.mkdir()
         baseline = [
@@ -99,7 +100,7 @@ def main() -> None:
             t, m = run([*bastion, "export", "tiny-cpu.yaml"], env)
             ours_t.append(t)
             ours_m.append(m)
-            steps = json.loads((export_dir / "verification.json").read_text())["timings_seconds"]
+            steps = json.loads(folder.verification.read_text())["timings_seconds"]
             results = [run(cmd, env) for cmd in baseline]
             base_t.append(sum(x[0] for x in results))
             base_m.append(max(x[1] for x in results))

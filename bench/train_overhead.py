@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bastion.run_folder import RunFolder  # noqa: E402
 from bench.common import BASTION, bench_env, prepare  # noqa: E402
 
 FIRST_STEP = re.compile(r"\{'loss'|axolotl: .*\bloss \d")
@@ -63,7 +64,7 @@ def main() -> None:
         env = bench_env(tmp)
         bastion = BASTION
         prepare(env, ("harvest", "train"))  # a full run writes runs/tiny-cpu/train/axolotl.yaml
-        config = Path(tmp) / "runs" / "tiny-cpu" / "train" / "axolotl.yaml"
+        config = RunFolder(Path(tmp) / "runs" / "tiny-cpu").axolotl_config
         axolotl = shutil.which("axolotl", path=str(Path(sys.executable).parent)) or "axolotl"
         baseline_cmd = [axolotl, "train", str(config), "--launcher", "python"]
         ours_cmd = [*bastion, "train", "tiny-cpu.yaml"]

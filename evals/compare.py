@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from bastion.atomic import write_json, write_text
-from bastion.manifest import RunFolder, now_iso
+from bastion.manifest import now_iso
 from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder
 from evals.decontam import contaminated
-from evals.stats import compare
+from evals.stats import compare, compare_bits_per_byte
 
 log = logging.getLogger(__name__)
 
-Runs = dict[str, dict[str, dict[str, dict[str, Any]]]]  # model -> task -> question id -> row
+ModelRows = dict[str, dict[str, dict[str, Any]]]  # task -> question id -> row
+Runs = dict[str, ModelRows]  # model -> its rows
 PRIMARY = ("acc", "key_point_coverage", "exact_match", "rouge_l")
 BINARY = {"acc", "exact_match"}
 
 
 def _train_texts(folder: RunFolder) -> list[str]:
-    path = folder.root / "data" / "train.jsonl"
+    path = folder.train_data
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -33,34 +36,30 @@ def _metrics_of(rows: dict[str, dict[str, Any]]) -> list[str]:
     return [m for m in PRIMARY if m in present]
 
 
-def build_report(
-    recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[str, str], eval_dir: Path
-) -> dict[str, Any]:
+def _excluded(recipe: Recipe, folder: RunFolder, rows: ModelRows) -> dict[str, int]:
+    """Questions that share an n-gram with the training data: question id -> shared n-grams."""
+    docs = [row["doc"] for task in rows.values() for row in task.values()]
+    return contaminated(_train_texts(folder), docs, n=recipe.eval["decontamination_ngram"])
+
+
+def build_report(recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[str, str]) -> dict[str, Any]:
     """Compare, write report.json, report.md and comparison.png; return the report."""
     e = recipe.eval
     tuned = runs["tuned"]
-    docs = [row["doc"] for task in tuned.values() for row in task.values()]
-    overlap = contaminated(_train_texts(folder), docs, n=e["decontamination_ngram"])
+    overlap = _excluded(recipe, folder, tuned)
     excluded = set(overlap) if e["decontaminate"] else set()
     tasks: dict[str, Any] = {}
+    domain = _domains(runs.get("base", {}), tuned, e)
     for task, rows in tuned.items():
+        if task in domain:
+            continue
         base_rows = runs.get("base", {}).get(task, {})
         entry: dict[str, Any] = {"questions": len(rows), "excluded": sorted(set(rows) & excluded), "metrics": {}}
         for metric in _metrics_of(rows):
             entry["metrics"][metric] = _compare_metric(metric, base_rows, rows, excluded, e)
         tasks[task] = entry
-    gguf_loss: dict[str, Any] = {}
-    for task, rows in runs.get("gguf", {}).items():
-        gguf_loss[task] = {
-            m: _compare_metric(m, tuned.get(task, {}), rows, excluded, e)["overall"] for m in _metrics_of(rows)
-        }
-    summary = {
-        task: {
-            m: {k: v["overall"][k] for k in ("base", "tuned", "diff", "ci_low", "ci_high", "verdict")}
-            for m, v in t["metrics"].items()
-        }
-        for task, t in tasks.items()
-    }
+    summary = {task: {m: _row(v["overall"]) for m, v in t["metrics"].items()} for task, t in tasks.items()}
+    summary |= {task: {"bits_per_byte": _row(d["bits_per_byte"])} for task, d in domain.items()}
     report = {
         "recipe": recipe.name,
         "generated": now_iso(),
@@ -80,15 +79,123 @@ def build_report(
         | {"system_prompt": recipe.system_prompt, "chat_template": True},
         "compared": "base" in runs,
         "tasks": tasks,
+        "domain": domain,
         "summary": summary,
-        "gguf_vs_tuned": gguf_loss,
         "contamination": {"overlapping_questions": overlap, "excluded": sorted(excluded)},
         "commands": commands,
     }
-    write_json(eval_dir / "report.json", report)
-    png = _plot(tasks, eval_dir / "comparison.png")
-    write_text(eval_dir / "report.md", render_markdown(report, png.name if png else None))
+    write_json(folder.eval_report_json, report)
+    png = _plot(tasks, folder.eval_plot)
+    write_text(folder.eval_report_md, render_markdown(report, png.name if png else None))
     return report
+
+
+def build_gguf_report(
+    recipe: Recipe, folder: RunFolder, gguf: Path, tuned: ModelRows, gguf_rows: ModelRows
+) -> dict[str, Any]:
+    """The GGUF vs the tuned HF model, question by question; writes the eval-gguf report."""
+    e = recipe.eval
+    excluded = set(_excluded(recipe, folder, tuned)) if e["decontaminate"] else set()
+    summary = {
+        task: {m: _compare_metric(m, tuned.get(task, {}), rows, excluded, e)["overall"] for m in _metrics_of(rows)}
+        for task, rows in gguf_rows.items()
+    }
+    domain = _domains(tuned, gguf_rows, e)
+    for task, d in domain.items():  # tuned HF model as "base", the GGUF as "tuned"
+        b = d["bits_per_byte"]
+        b["ratio_to_tuned"] = b["tuned"] / b["base"] if b["base"] else None
+        summary[task] = {"bits_per_byte": b}
+    report = {"recipe": recipe.name, "generated": now_iso(), "gguf": gguf.name, "summary": summary, "domain": domain}
+    write_json(folder.gguf_eval_report_json, report)
+    write_text(folder.gguf_eval_report_md, render_gguf_markdown(report))
+    return report
+
+
+def render_gguf_markdown(report: dict[str, Any]) -> str:
+    """The GGUF report: the tuned HF model's scores beside the exported GGUF's, per task."""
+    lines = [
+        f"# GGUF evaluation: {report['recipe']}",
+        "",
+        f"Generated {report['generated']}. `{report['gguf']}` through llama-cpp-python's server, with the same "
+        "tasks, prompts and settings as the tuned Hugging Face model in `eval/`.",
+        "",
+        "| task | metric | n | tuned | GGUF | diff | 95% CI | verdict |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for task, metrics in report["summary"].items():
+        for metric, row in metrics.items():
+            if metric == "bits_per_byte":
+                lines.append(
+                    f"| {task} | bits per byte (lower is better; GGUF / tuned = {row['ratio_to_tuned']:.4f}) | "
+                    f"{row['n']} | {row['base']:.4f} | {row['tuned']:.4f} | {row['diff']:+.4f} | "
+                    f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | {row['verdict']} |"
+                )
+                continue
+            lines.append(
+                f"| {task} | {metric} | {row['n']} | {_fmt(row['base'])} | {_fmt(row['tuned'])} | "
+                f"{_fmt(row['diff'])} | [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | {row['verdict']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+SUMMARY_KEYS = ("base", "tuned", "diff", "ci_low", "ci_high", "verdict")
+
+
+def _row(comparison: dict[str, Any]) -> dict[str, Any]:
+    return {k: comparison[k] for k in SUMMARY_KEYS}
+
+
+def _domains(base: ModelRows, tuned: ModelRows, e: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rolling log-likelihood tasks among ``tuned``'s, each compared with ``base``."""
+    out = {}
+    for task, rows in tuned.items():
+        compared = _compare_domain(base.get(task, {}), rows, e)
+        if compared is not None:
+            out[task] = compared
+    return out
+
+
+def _compare_domain(
+    base_rows: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], e: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Bits per byte and word perplexity of a rolling log-likelihood task (the held-out pages), base vs
+    tuned on the same documents; None for any other task."""
+    ids = sorted(q for q in rows if "bits_per_byte" in rows[q])
+    if not ids:
+        return None
+    tuned = {q: rows[q]["bits_per_byte"][0] for q in ids}
+    nbytes = {q: rows[q]["bits_per_byte"][1] for q in ids}
+    words = sum(rows[q].get("word_perplexity", [0.0, 0.0])[1] for q in ids)
+    base = {q: base_rows[q]["bits_per_byte"][0] for q in ids if "bits_per_byte" in base_rows.get(q, {})}
+    compared = len(base) == len(ids)
+
+    def bpb(ll: float, n: float) -> float:
+        return -ll / (n * math.log(2))
+
+    if compared:
+        values = [[d[q] for q in ids] for d in (base, tuned, nbytes)]
+        comparison = compare_bits_per_byte(*values, samples=e["bootstrap_samples"], seed=e["seed"]).as_dict()
+    else:
+        comparison = {"n": len(ids), "base": None, "diff": None, "ci_low": None, "ci_high": None}
+        comparison |= {"tuned": bpb(sum(tuned.values()), sum(nbytes.values())), "verdict": "not compared"}
+    return {
+        "documents": len(ids),
+        "bytes": sum(nbytes.values()),
+        "words": words,
+        "bits_per_byte": comparison,
+        "word_perplexity": {
+            "base": math.exp(-sum(base.values()) / words) if compared and words else None,
+            "tuned": math.exp(-sum(tuned.values()) / words) if words else None,
+        },
+        "per_document": {
+            q: {
+                "bytes": nbytes[q],
+                "base_bits_per_byte": bpb(base[q], nbytes[q]) if q in base else None,
+                "tuned_bits_per_byte": bpb(tuned[q], nbytes[q]),
+            }
+            for q in ids
+        },
+    }
 
 
 def _compare_metric(
@@ -137,6 +244,8 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
         "same questions); multiple-choice verdicts use the exact McNemar test (p < 0.05).",
         "",
     ]
+    for task, d in report.get("domain", {}).items():
+        lines += _domain_lines(task, d)
     for task, t in report["tasks"].items():
         lines += [
             f"## {task}",
@@ -159,21 +268,6 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
                     f"{_fmt(row['diff'])} | {ci} | {p} | {row['verdict']} |"
                 )
             lines.append("")
-    if report.get("gguf_vs_tuned"):
-        lines += [
-            "## Quantisation loss (GGUF vs tuned HF model)",
-            "",
-            "| task | metric | n | tuned | GGUF | diff | 95% CI | verdict |",
-            "|---|---|---:|---:|---:|---:|---|---|",
-        ]
-        for task, metrics in report["gguf_vs_tuned"].items():
-            for metric, row in metrics.items():
-                lines.append(
-                    f"| {task} | {metric} | {row['n']} | {_fmt(row['base'])} | {_fmt(row['tuned'])} | "
-                    f"{_fmt(row['diff'])} | [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | "
-                    f"{row['verdict']} |"
-                )
-        lines.append("")
     overlap = report["contamination"]["overlapping_questions"]
     lines += [
         "## Decontamination",
@@ -190,6 +284,43 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
     for name, cmd in report["commands"].items():
         lines += [f"{name}:", "", "```bash", cmd, "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _domain_lines(task: str, d: dict[str, Any]) -> list[str]:
+    """The held-out domain text section: bits per byte and word perplexity, base vs tuned."""
+    b, w = d["bits_per_byte"], d["word_perplexity"]
+    ci = "-" if b["ci_low"] is None else f"[{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]"
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return [
+        f"## {task}: held-out domain text",
+        "",
+        f"{d['documents']} held-out pages ({d['words']} words, {d['bytes']} bytes) that no training record "
+        "comes from; rolling log-likelihood of each whole page, as lm-eval's wikitext task measures it. "
+        "Lower is better; the interval is a paired bootstrap over pages.",
+        "",
+        "| metric | base | tuned | tuned - base | 95% CI | verdict |",
+        "|---|---:|---:|---:|---|---|",
+        f"| bits per byte | {num(b['base'], '.4f')} | {num(b['tuned'], '.4f')} | {num(b['diff'], '+.4f')} | {ci} | "
+        f"{b['verdict']} |",
+        f"| word perplexity | {num(w['base'], '.1f')} | {num(w['tuned'], '.1f')} | | | |",
+        "",
+    ]
+
+
+def domain_sentence(report: dict[str, Any]) -> str | None:
+    """One line for the demo and the log: held-out bits per byte, base -> tuned, with its interval."""
+    for d in report.get("domain", {}).values():
+        b = d["bits_per_byte"]
+        if b["ci_low"] is None:
+            return f"held-out domain text: tuned {b['tuned']:.3f} bits per byte (base not evaluated)"
+        return (
+            f"held-out domain text: {b['base']:.3f} -> {b['tuned']:.3f} bits per byte "
+            f"(tuned - base {b['diff']:+.3f}, 95% CI [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]: {b['verdict']})"
+        )
+    return None
 
 
 def _plot(tasks: dict[str, Any], path: Path) -> Path | None:

@@ -9,22 +9,15 @@ rendered prompt goes without its leading ``<|begin_of_text|>``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.gguf import GGUFLM
 
 from bastion.chat_format import render_text
-from bastion.errors import BastionError
-from export.runtime import server_command
+from bastion.errors import ToolError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +26,11 @@ log = logging.getLogger(__name__)
 class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
     """lm-eval's gguf backend plus the chat template and a generation length."""
 
-    def __init__(self, base_url: str, tokenizer_path: str, max_gen_toks: int = 256, **kwargs: Any) -> None:
+    def __init__(
+        self, base_url: str, tokenizer_path: str, max_gen_toks: int = 256, window: int = 2047, **kwargs: Any
+    ) -> None:
         super().__init__(base_url=base_url, **kwargs)
+        self.window = window  # tokens per request of a rolling log-likelihood (the server's context - 1)
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -69,6 +65,38 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
             out.append((float(sum(values)), bool(greedy)))
         return out
 
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        """Log-likelihood of each whole text (the held-out pages), in windows of the server's context,
+        each token scored once, the first from BOS: as lm-eval's HF backend does it."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        out = []
+        for (text,) in [r.args for r in requests]:
+            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            windows = get_rolling_token_windows(
+                token_list=tokens, prefix_token=self.tokenizer.bos_token_id, max_seq_len=self.window, context_len=1
+            )
+            total = 0.0
+            for context, continuation in map(make_disjoint_window, windows):
+                request = {"prompt": [*context, *continuation], "max_tokens": 1, "echo": True, "logprobs": 1}
+                values = self._post(request)["choices"][0]["logprobs"]["token_logprobs"]
+                total += float(sum(values[len(context) : len(context) + len(continuation)]))
+            out.append(total)
+        return out
+
+    def _post(self, request: dict[str, Any], retries: int = 3, delay: int = 5) -> Any:
+        import requests
+
+        for attempt in range(retries):
+            try:
+                response = requests.post(f"{self.base_url}/v1/completions", json=request, timeout=600)
+                response.raise_for_status()
+                return response.json()
+            except requests.RequestException as exc:
+                log.warning("GGUF server request failed (%s), attempt %d of %d", exc, attempt + 1, retries)
+                time.sleep(delay)
+        raise ToolError(f"the GGUF server at {self.base_url} did not answer after {retries} tries")
+
     def gguf_completion(
         self,
         context: str,
@@ -78,8 +106,6 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
         delay: int = 5,
         **kwargs: Any,
     ) -> Any:
-        import requests
-
         request: dict[str, Any] = {"prompt": context, "logprobs": self.logprobs, "temperature": 0.0}
         if continuation:
             request.update(prompt=context + continuation, max_tokens=1, echo=True)
@@ -87,48 +113,4 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
             request["max_tokens"] = kwargs.get("max_tokens", self.max_gen_toks)
         if stop is not None:
             request["stop"] = stop
-        for attempt in range(retries):
-            try:
-                response = requests.post(f"{self.base_url}/v1/completions", json=request, timeout=600)
-                response.raise_for_status()
-                return response.json()
-            except requests.RequestException as exc:
-                log.warning("GGUF server request failed (%s), attempt %d of %d", exc, attempt + 1, retries)
-                time.sleep(delay)
-        raise BastionError(f"the GGUF server at {self.base_url} did not answer after {retries} tries")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def gguf_server(gguf: Path, n_ctx: int = 2048, timeout: float = 120) -> Iterator[str]:
-    """llama-cpp-python's server on a free loopback port for the block; yields its base URL."""
-    port = _free_port()
-    cmd = server_command(
-        gguf, host="127.0.0.1", port=port, n_ctx=n_ctx, extra=["--logits_all", "True", "--n_threads", "2"]
-    )
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise BastionError(f"llama-cpp-python's server exited ({proc.returncode}) while loading {gguf}")
-            try:
-                with urllib.request.urlopen(f"{base}/v1/models", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BastionError(f"llama-cpp-python's server did not start within {timeout:.0f} s") from None
-                time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        return self._post(request, retries, delay)

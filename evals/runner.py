@@ -15,15 +15,19 @@ from typing import Any
 
 from bastion.atomic import write_json, write_jsonl
 from bastion.errors import MissingResourceError
-from bastion.manifest import RunFolder
 from bastion.models import base_model_path
 from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder, default_gguf_kind
+from evals import TASKS_DIR
 
 log = logging.getLogger(__name__)
 
-TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 #: per-sample metrics read from lm-eval's logged samples, and whether they are 0/1
 SAMPLE_METRICS = {"acc": True, "key_point_coverage": False, "rouge_l": False, "exact_match": True}
+#: the domain-perplexity task over the harvest's held-out pages (evals/tasks/heldout)
+HELDOUT_TASK = "heldout_domain"
+#: its per-page values in lm-eval's samples: metric -> [log-likelihood, words or bytes]
+ROLLING_METRICS = ("bits_per_byte", "word_perplexity")
 
 
 def eval_device(recipe: Recipe) -> str:
@@ -34,11 +38,24 @@ def eval_device(recipe: Recipe) -> str:
     return device
 
 
-def lm_eval_settings(recipe: Recipe) -> dict[str, Any]:
+def uses_heldout(recipe: Recipe, folder: RunFolder) -> bool:
+    """True when the recipe asks for domain perplexity and the harvest held pages out."""
+    return bool(recipe.eval["heldout"]) and folder.heldout.is_file() and folder.heldout.stat().st_size > 0
+
+
+def eval_tasks(recipe: Recipe, folder: RunFolder) -> list[str]:
+    """The recipe's tasks, plus the held-out domain text when there is some."""
+    tasks = list(recipe.eval["tasks"])
+    if uses_heldout(recipe, folder) and HELDOUT_TASK not in tasks:
+        tasks.append(HELDOUT_TASK)
+    return tasks
+
+
+def lm_eval_settings(recipe: Recipe, folder: RunFolder) -> dict[str, Any]:
     """The settings both runs share (identical prompts: chat template + the recipe's system prompt)."""
     e = recipe.eval
     return {
-        "tasks": list(e["tasks"]),
+        "tasks": eval_tasks(recipe, folder),
         "num_fewshot": e["num_fewshot"],
         "limit": e["limit"],
         "batch_size": e["batch_size"],
@@ -54,9 +71,13 @@ def lm_eval_settings(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def _bank_metadata(recipe: Recipe) -> dict[str, str]:
+def task_metadata(recipe: Recipe, folder: RunFolder) -> dict[str, str]:
+    """lm-eval ``--metadata``: the recipe's own banks and the held-out pages' file."""
     banks = recipe.eval["banks"]
-    return {f"{kind}_bank": str(recipe.resolve_path(path)) for kind, path in banks.items() if path}
+    metadata = {f"{kind}_bank": str(recipe.resolve_path(path)) for kind, path in banks.items() if path}
+    if uses_heldout(recipe, folder):
+        metadata["heldout_pages"] = str(folder.heldout)
+    return metadata
 
 
 def include_paths(recipe: Recipe) -> list[str]:
@@ -70,19 +91,20 @@ def include_paths(recipe: Recipe) -> list[str]:
     return paths
 
 
-def make_task_manager(recipe: Recipe) -> Any:
+def make_task_manager(recipe: Recipe, folder: RunFolder) -> Any:
     """One TaskManager for both runs; lm-eval's own task index is only built when a task needs it."""
     from lm_eval.tasks import TaskManager
 
-    ours = TaskManager(include_path=include_paths(recipe), include_defaults=False, metadata=_bank_metadata(recipe))
-    if all(task in ours.all_tasks for task in recipe.eval["tasks"]):
+    metadata = task_metadata(recipe, folder)
+    ours = TaskManager(include_path=include_paths(recipe), include_defaults=False, metadata=metadata)
+    if all(task in ours.all_tasks for task in eval_tasks(recipe, folder)):
         return ours
-    return TaskManager(include_path=include_paths(recipe), metadata=_bank_metadata(recipe))
+    return TaskManager(include_path=include_paths(recipe), metadata=metadata)
 
 
-def reproduce_command(recipe: Recipe, base: str, adapter: Path | None, out: Path) -> str:
+def reproduce_command(recipe: Recipe, folder: RunFolder, base: str, adapter: Path | None, out: Path) -> str:
     """The plain `lm_eval` command line that runs the same evaluation."""
-    s = lm_eval_settings(recipe)
+    s = lm_eval_settings(recipe, folder)
     model_args = f"pretrained={base}" + (f",peft={adapter}" if adapter else "")
     parts = [
         "lm_eval",
@@ -113,16 +135,16 @@ def reproduce_command(recipe: Recipe, base: str, adapter: Path | None, out: Path
     ]
     if s["limit"] is not None:
         parts += ["--limit", str(s["limit"])]
-    if _bank_metadata(recipe):
-        parts += ["--metadata", json.dumps(_bank_metadata(recipe))]
+    if task_metadata(recipe, folder):
+        parts += ["--metadata", json.dumps(task_metadata(recipe, folder))]
     return shlex.join(parts)
 
 
-def evaluate_model(lm: Any, recipe: Recipe, task_manager: Any) -> dict[str, Any]:
+def evaluate_model(lm: Any, recipe: Recipe, folder: RunFolder, task_manager: Any) -> dict[str, Any]:
     """One lm-eval run with the shared settings."""
     from lm_eval import simple_evaluate
 
-    s = lm_eval_settings(recipe)
+    s = lm_eval_settings(recipe, folder)
     result: dict[str, Any] = simple_evaluate(model=lm, task_manager=task_manager, **s)
     return result
 
@@ -145,32 +167,19 @@ def per_question(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
         for row in rows:
             doc = row.get("doc", {})
             qid = str(doc.get("id", row.get("doc_id")))
-            metrics = {m: float(row[m]) for m in SAMPLE_METRICS if m in row and row[m] is not None}
+            metrics: dict[str, Any] = {m: float(row[m]) for m in SAMPLE_METRICS if m in row and row[m] is not None}
+            # rolling log-likelihood: [log-likelihood, units] per page
+            metrics |= {m: [float(v) for v in row[m]] for m in ROLLING_METRICS if isinstance(row.get(m), list)}
             table[qid] = {"category": doc.get("category", "all"), "doc": doc, **metrics}
     return out
 
 
-def evaluate_gguf(recipe: Recipe, folder: RunFolder, task_manager: Any, eval_dir: Path) -> dict[str, Any]:
-    """The same tasks on the exported GGUF (the Modelfile's quantisation) through llama-cpp-python's server."""
-    from evals.gguf_lm import ChatGGUFLM, gguf_server
-    from export.runtime import find_gguf
-
-    gguf = find_gguf(recipe, folder)
-    merged = folder.root / "export" / "merged"
-    log.info("eval: GGUF %s through llama-cpp-python's server", gguf.name)
-    with gguf_server(gguf) as base_url:
-        lm = ChatGGUFLM(base_url=base_url, tokenizer_path=str(merged), max_gen_toks=recipe.eval["max_gen_tokens"])
-        return save_run(evaluate_model(lm, recipe, task_manager), eval_dir / "gguf")
-
-
 def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
-    """Stage entry point."""
+    """Stage entry point: the base model, then the same weights with the adapter, then the report."""
     from evals.compare import build_report
 
-    adapter = folder.root / "train" / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise MissingResourceError(f"no adapter in {adapter}: run `bastion train {recipe.path.name}` first")
-    eval_dir = folder.stage_dir("eval")
+    adapter = folder.require_adapter()
+    folder.eval_dir.mkdir(parents=True, exist_ok=True)
     base = base_model_path(recipe)
     device = eval_device(recipe)
 
@@ -179,7 +188,7 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    task_manager = make_task_manager(recipe)
+    task_manager = make_task_manager(recipe, folder)
     tokenizer = AutoTokenizer.from_pretrained(base, revision=recipe.base_model["revision"])
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(base, revision=recipe.base_model["revision"], dtype=dtype)
@@ -190,20 +199,50 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     if recipe.eval["compare_base"]:
         log.info("eval: base model %s", base)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=recipe.eval["batch_size"], device=device)
-        runs["base"] = save_run(evaluate_model(lm, recipe, task_manager), eval_dir / "base")
-        commands["base"] = reproduce_command(recipe, base, None, eval_dir / "base")
+        runs["base"] = save_run(evaluate_model(lm, recipe, folder, task_manager), folder.eval_run("base"))
+        commands["base"] = reproduce_command(recipe, folder, base, None, folder.eval_run("base"))
     log.info("eval: tuned model (base + adapter %s)", adapter)
     tuned = PeftModel.from_pretrained(model, str(adapter))
     tuned.eval()
     # HFLM accepts any loaded model object (a PeftModel here), though its hint names PreTrainedModel
     lm = HFLM(pretrained=tuned, tokenizer=tokenizer, batch_size=recipe.eval["batch_size"], device=device)  # type: ignore[arg-type]
-    runs["tuned"] = save_run(evaluate_model(lm, recipe, task_manager), eval_dir / "tuned")
-    commands["tuned"] = reproduce_command(recipe, base, adapter, eval_dir / "tuned")
-    if recipe.eval["gguf"]:
-        runs["gguf"] = evaluate_gguf(recipe, folder, task_manager, eval_dir)
-        commands["gguf"] = (
-            "(Python API) evals.gguf_lm.ChatGGUFLM against llama-cpp-python's server on the exported GGUF"
+    runs["tuned"] = save_run(evaluate_model(lm, recipe, folder, task_manager), folder.eval_run("tuned"))
+    commands["tuned"] = reproduce_command(recipe, folder, base, adapter, folder.eval_run("tuned"))
+    report = build_report(recipe, folder, {k: per_question(v) for k, v in runs.items()}, commands)
+    log.info("eval: report in %s", folder.eval_report_md)
+    return {"report": str(folder.eval_report_md), "summary": report["summary"]}
+
+
+def load_samples(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The per-sample logs ``save_run`` wrote, by task."""
+    prefix = "samples_"
+    return {
+        path.stem[len(prefix) :]: [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        for path in sorted(run_dir.glob(f"{prefix}*.jsonl"))
+    }
+
+
+def run_gguf_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
+    """Stage entry point: the eval tasks on the exported GGUF through llama-cpp-python's server, compared
+    question by question with the tuned HF model's answers from the eval stage."""
+    from bastion.llama_server import loopback_server
+    from evals.compare import build_gguf_report
+    from evals.gguf_lm import ChatGGUFLM
+
+    gguf = folder.require_gguf(default_gguf_kind(recipe))
+    merged = folder.require_merged()
+    tuned = load_samples(folder.eval_run("tuned"))
+    if not tuned:
+        raise MissingResourceError(
+            f"no tuned-model samples in {folder.eval_run('tuned')}: run `bastion eval {folder.recipe_arg}` first"
         )
-    report = build_report(recipe, folder, {k: per_question(v) for k, v in runs.items()}, commands, eval_dir)
-    log.info("eval: report in %s", eval_dir / "report.md")
-    return {"report": str(eval_dir / "report.md"), "summary": report["summary"]}
+    folder.gguf_eval_dir.mkdir(parents=True, exist_ok=True)
+    task_manager = make_task_manager(recipe, folder)
+    log.info("eval-gguf: %s through llama-cpp-python's server", gguf.name)
+    extra = ["--logits_all", "True", "--n_threads", "2"]
+    with loopback_server(gguf, extra=extra) as base_url:
+        lm = ChatGGUFLM(base_url=base_url, tokenizer_path=str(merged), max_gen_toks=recipe.eval["max_gen_tokens"])
+        samples = save_run(evaluate_model(lm, recipe, folder, task_manager), folder.gguf_eval_dir)
+    report = build_gguf_report(recipe, folder, gguf, per_question(tuned), per_question(samples))
+    log.info("eval-gguf: report in %s", folder.gguf_eval_report_md)
+    return {"gguf": gguf.name, "report": str(folder.gguf_eval_report_md), "summary": report["summary"]}

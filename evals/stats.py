@@ -90,3 +90,35 @@ def compare(
         test=test,
         verdict=verdict,
     )
+
+
+def bits_per_byte(loglikelihoods: np.ndarray, nbytes: np.ndarray) -> float:
+    """Bits per byte of a set of texts: -sum(log-likelihood) / (sum(bytes) * ln 2), as lm-eval aggregates it."""
+    return float(-np.sum(loglikelihoods) / (np.sum(nbytes) * math.log(2)))
+
+
+def compare_bits_per_byte(
+    base_ll: list[float], tuned_ll: list[float], nbytes: list[float], *, samples: int = 2000, seed: int = 1234
+) -> Comparison:
+    """Base vs tuned bits per byte on the same documents (lower is better), with a paired bootstrap
+    over documents: each resample draws documents with replacement and recomputes both aggregates.
+    ``diff`` is tuned - base, so a negative difference whose interval excludes 0 is an improvement."""
+    b, t, n = (np.asarray(x, dtype=float) for x in (base_ll, tuned_ll, nbytes))
+    if not b.size == t.size == n.size:
+        raise ValueError(f"paired documents must match ({b.size}, {t.size}, {n.size})")
+    if b.size == 0:
+        return Comparison(0, math.nan, math.nan, math.nan, math.nan, math.nan, None, "paired_bootstrap", "no data")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, b.size, size=(samples, b.size))
+    scale = n[idx].sum(axis=1) * math.log(2)
+    diffs = (b[idx].sum(axis=1) - t[idx].sum(axis=1)) / scale  # tuned bpb - base bpb
+    low, high = float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+    base, tuned = bits_per_byte(b, n), bits_per_byte(t, n)
+    diff = tuned - base
+    if high < 0:
+        verdict = "improved"
+    elif low > 0:
+        verdict = "regressed"
+    else:
+        verdict = "no significant change"
+    return Comparison(int(b.size), base, tuned, diff, low, high, None, "paired_bootstrap", verdict)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bastion.manifest import RunFolder, file_sha256
+from bastion.manifest import file_sha256
 from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -20,9 +21,9 @@ def _pct(value: Any) -> str:
 
 def render_card(recipe: Recipe, folder: RunFolder, files: list[Path], verification: dict[str, Any]) -> str:
     """README.md for the export folder."""
-    quality = _json(folder.root / "data" / "quality.json")
+    quality = _json(folder.quality_json)
     train = folder.stage_entry("train")
-    report = _json(folder.root / "eval" / "report.json")
+    report = _json(folder.eval_report_json)
     t = recipe.train
     sources = "\n".join(
         f"- `{s['name']}` ({s['kind']}): " + ", ".join(s.get("start_urls") or [s.get("path") or ""])
@@ -33,6 +34,8 @@ def render_card(recipe: Recipe, folder: RunFolder, files: list[Path], verificati
     eval_rows = []
     for task, metrics in (report.get("summary") or {}).items():
         for metric, row in metrics.items():
+            if metric == "bits_per_byte":  # held-out domain text: a rate, not a percentage
+                continue
             ci = "-" if row.get("ci_low") is None else f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
             eval_rows.append(
                 f"| {task} | {metric} | {_pct(row.get('base'))} | {_pct(row.get('tuned'))} | "
@@ -40,6 +43,14 @@ def render_card(recipe: Recipe, folder: RunFolder, files: list[Path], verificati
             )
     head = "| task | metric | base | tuned | diff | 95% CI | verdict |\n|---|---|---:|---:|---:|---|---|\n"
     eval_table = head + "\n".join(eval_rows) if eval_rows else "_No evaluation has been run for this export._"
+    for task, d in (report.get("domain") or {}).items():
+        b = d["bits_per_byte"]
+        if b.get("base") is not None:
+            eval_table += (
+                f"\n\nHeld-out domain text ({task}: {d['documents']} pages never trained on): "
+                f"{b['base']:.4f} -> {b['tuned']:.4f} bits per byte, tuned - base {b['diff']:+.4f} "
+                f"(95% CI [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}], {b['verdict']})."
+            )
     sizes = "\n".join(f"| `{p.name}` | {p.stat().st_size / 2**20:.1f} MiB |" for p in files if p.suffix == ".gguf")
     ppl = verification.get("perplexity", {})
     ppl_rows = "\n".join(f"| {name} | {v['perplexity']:.3f} | {v['ratio_to_f16']:.4f} |" for name, v in ppl.items())
@@ -125,10 +136,9 @@ control for security decisions. It inherits the biases and limits of the base mo
 """
 
 
-def write_sha256sums(folder: Path, files: list[Path]) -> Path:
-    """SHA256SUMS in the format `sha256sum -c` reads."""
-    lines = [f"{file_sha256(p)}  {p.relative_to(folder)}" for p in sorted(files)]
-    out = folder / "SHA256SUMS"
+def write_sha256sums(out: Path, files: list[Path]) -> Path:
+    """``out`` (SHA256SUMS) in the format `sha256sum -c` reads, paths relative to its folder."""
+    lines = [f"{file_sha256(p)}  {p.relative_to(out.parent)}" for p in sorted(files)]
     from bastion.atomic import write_text
 
     write_text(out, "\n".join(lines) + "\n")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from bastion.errors import BadInputError, BastionError
+from bastion.errors import BadInputError, ToolError
 from bastion.vendor import converter_script
 
 log = logging.getLogger(__name__)
@@ -113,22 +113,22 @@ class ConverterProcess:
         if code != 0 or not self._tmp_out.is_file():
             self._tmp_out.unlink(missing_ok=True)
             tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip()[-2500:]
-            raise BastionError(
+            raise ToolError(
                 f"llama.cpp's converter failed on {self._model_dir} (exit {code}; log {self.log_path}):\n{tail}"
             )
         self._tmp_out.replace(self._out)
         return self._out
 
 
-def convert_to_gguf(model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object]) -> Path:
+def convert_to_gguf(model_dir: Path, out: Path, *, outtype: str, metadata: dict[str, object], log_path: Path) -> Path:
     """Run ``convert_hf_to_gguf.py`` on a merged model (no head start); see :class:`ConverterProcess`."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with ConverterProcess(out.parent / "convert.log") as converter:
+    with ConverterProcess(log_path) as converter:
         return converter.convert(model_dir, out, outtype=outtype, metadata=metadata)
 
 
-def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> Path:
-    """Quantise a GGUF with llama.cpp's quantiser (``llama_cpp.llama_model_quantize``)."""
+def quantize(src: Path, dst: Path, quant: str, *, log_path: Path, threads: int = 0) -> Path:
+    """Quantise a GGUF with llama.cpp's quantiser (``llama_cpp.llama_model_quantize``); its log goes to ``log_path``."""
     if quant not in QUANT_FTYPES:
         raise BadInputError(f"unknown quantisation '{quant}'; expected one of {', '.join(QUANT_FTYPES)}")
     import llama_cpp
@@ -138,11 +138,11 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> Path:
     params.nthread = threads
     tmp = dst.with_name(f".{dst.name}.tmp")
     log.info("export: quantising %s -> %s", src.name, dst.name)
-    with native_stderr_to(dst.parent / "quantize.log"):
+    with native_stderr_to(log_path):
         code = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if code != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        raise BastionError(f"llama.cpp's quantiser failed ({code}) on {src} -> {quant}")
+        raise ToolError(f"llama.cpp's quantiser failed ({code}) on {src} -> {quant}; log {log_path}")
     tmp.replace(dst)
     return dst
 

@@ -12,21 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import BadInputError, MissingResourceError
+from bastion.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
 
-def merge_adapter(base: str, adapter: Path, out: Path, *, revision: str = "main", dtype: str = "float16") -> Path:
-    """Write base + adapter, merged, with the tokenizer and chat template, to ``out`` (atomically)."""
-    model, tokenizer = load_merged(base, adapter, revision=revision, dtype=dtype)
-    return save_merged(model, tokenizer, out)
-
-
 def load_merged(base: str, adapter: Path, *, revision: str = "main", dtype: str = "float16") -> tuple[Any, Any]:
     """The base model (unquantised, in ``dtype``) with the adapter merged in by peft, and its tokenizer."""
-    if not (adapter / "adapter_config.json").is_file():
-        raise MissingResourceError(f"no adapter in {adapter} (adapter_config.json missing): run `bastion train` first")
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -11,21 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from bastion.atomic import write_json, write_text
-from bastion.errors import BastionError, MissingResourceError
-from bastion.manifest import RunFolder
+from bastion.errors import ToolError
 from bastion.models import base_model_path
 from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder
 from export import verify
 from export.card import render_card, write_sha256sums
 from export.convert import ConverterProcess, quantize
 from export.merge import load_merged, save_merged
 
 log = logging.getLogger(__name__)
-
-
-def gguf_name(recipe: Recipe, kind: str) -> str:
-    """File name of one GGUF: ``<recipe>-<kind>.gguf``."""
-    return f"{recipe.name}-{kind}.gguf"
 
 
 def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
@@ -35,27 +30,26 @@ def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     process merges the adapter; while it converts, the merged model computes the reference answers
     the verification compares the f16 GGUF with.
     """
-    adapter = folder.root / "train" / "adapter"
-    if not (adapter / "adapter_config.json").is_file():
-        raise MissingResourceError(f"no adapter in {adapter}: run `bastion train {recipe.path.name}` first")
-    out = folder.stage_dir("export")
+    adapter = folder.require_adapter()
+    out = folder.export_dir
+    out.mkdir(parents=True, exist_ok=True)
     base = base_model_path(recipe)
     timings: dict[str, float] = {}
-    with ConverterProcess(out / "convert.log", base_model=base) as converter:
+    with ConverterProcess(folder.convert_log, base_model=base) as converter:
         t0 = time.monotonic()
         dtype = "bfloat16" if recipe.export["outtype"] == "bf16" else "float16"
         model, tokenizer = load_merged(base, adapter, revision=recipe.base_model["revision"], dtype=dtype)
-        merged = save_merged(model, tokenizer, out / "merged")
+        merged = save_merged(model, tokenizer, folder.merged)
         timings["merge"] = time.monotonic() - t0
         t0 = time.monotonic()
-        first_path = out / gguf_name(recipe, recipe.export["outtype"])
+        first_path = folder.gguf(recipe.export["outtype"])
         converter.start(merged, first_path, outtype=recipe.export["outtype"], metadata=gguf_metadata(recipe))
         reference = verify.hf_reference(
             model,
             tokenizer,
             recipe.system_prompt,
             recipe.export["smoke_prompts"],
-            _records(folder),
+            perplexity_texts(folder, tokenizer, recipe.system_prompt),
             threads=max(1, (os.cpu_count() or 2) - 1),  # the converter has a core of its own
         )
         del model
@@ -64,23 +58,24 @@ def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
         first = converter.wait()
         timings["convert"] = time.monotonic() - t0
     t0 = time.monotonic()
-    quants = {q: quantize(first, out / gguf_name(recipe, q), q) for q in recipe.export["quantizations"]}
+    quants = {
+        q: quantize(first, folder.gguf(q), q, log_path=folder.quantize_log) for q in recipe.export["quantizations"]
+    }
     timings["quantize"] = time.monotonic() - t0
     t0 = time.monotonic()
     verification = verify_export(recipe, reference, first, quants)
     timings["verify"] = time.monotonic() - t0
     verification["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    write_json(out / "verification.json", verification)
+    write_json(folder.verification, verification)
     files = [first, *quants.values()]
     if recipe.export["ollama"]["enabled"]:
-        files.append(write_modelfile(recipe, out, quants, first))
-    write_text(out / "README.md", render_card(recipe, folder, files, verification))
-    files += [out / "README.md", out / "verification.json"]
-    write_sha256sums(out, files)
+        files.append(write_modelfile(recipe, folder, quants, first))
+    write_text(folder.model_card, render_card(recipe, folder, files, verification))
+    files += [folder.model_card, folder.verification]
+    write_sha256sums(folder.sha256sums, files)
     if not verification["passed"]:
-        raise BastionError(
-            f"export verification failed: {'; '.join(verification['failures'])} "
-            f"(details in {out / 'verification.json'})"
+        raise ToolError(
+            f"export verification failed: {'; '.join(verification['failures'])} (details in {folder.verification})"
         )
     log.info("export: %s", summary_line(verification))
     return {
@@ -101,14 +96,14 @@ def gguf_metadata(recipe: Recipe) -> dict[str, object]:
     }
 
 
-def write_modelfile(recipe: Recipe, out: Path, quants: dict[str, Path], first: Path) -> Path:
+def write_modelfile(recipe: Recipe, folder: RunFolder, quants: dict[str, Path], first: Path) -> Path:
     """The Ollama Modelfile next to the GGUFs."""
     from export.modelfile import render_modelfile
 
     chosen = recipe.export["ollama"]["quantization"]
     target = quants.get(chosen) if chosen else (next(iter(quants.values()), None))
     target = target or first
-    path = out / "Modelfile"
+    path = folder.modelfile
     write_text(
         path,
         render_modelfile(
@@ -200,9 +195,18 @@ def _model_desc(llm: Any) -> str:
     return buf.value.decode()
 
 
-def _records(folder: RunFolder) -> list[dict[str, Any]]:
-    path = folder.root / "data" / "train.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.is_file() else []
+
+
+def perplexity_texts(folder: RunFolder, tokenizer: Any, system_prompt: str) -> list[str]:
+    """What the quantisations' perplexity is measured on: the held-out pages, else (with
+    harvest.heldout.fraction 0) a slice of the training records."""
+    pages = _jsonl(folder.heldout)
+    if pages:
+        return verify.held_out_texts(pages, tokenizer)
+    log.warning("export: no held-out pages (harvest.heldout.fraction is 0); perplexity on training records")
+    return verify.record_texts(_jsonl(folder.train_data), tokenizer, system_prompt)
 
 
 def summary_line(v: dict[str, Any]) -> str:

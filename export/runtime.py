@@ -3,80 +3,40 @@
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
-import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
 
-from bastion.errors import BadInputError, MissingResourceError
-from bastion.manifest import RunFolder
-from bastion.recipe import Recipe
+from bastion.errors import BadInputError
+from bastion.llama_server import server_command, stop
 
 log = logging.getLogger(__name__)
-GGUF_MAGIC = b"GGUF"
-
-
-def find_gguf(recipe: Recipe, folder: RunFolder, quant: str | None = None) -> Path:
-    """The GGUF to run: ``quant`` if given, else the Modelfile's choice, else the first quantisation."""
-    export_dir = folder.root / "export"
-    choice = (
-        quant
-        or recipe.export["ollama"]["quantization"]
-        or (recipe.export["quantizations"] or [recipe.export["outtype"]])[0]
-    )
-    path = export_dir / f"{recipe.name}-{choice}.gguf"
-    if not path.is_file():
-        found = sorted(p.name for p in export_dir.glob("*.gguf")) if export_dir.is_dir() else []
-        hint = f"; exported files: {', '.join(found)}" if found else f"; run `bastion export {recipe.path.name}` first"
-        raise MissingResourceError(f"no GGUF {path}{hint}")
-    check_gguf(path)
-    return path
-
-
-def check_gguf(path: Path) -> None:
-    """Refuse a file that is not a GGUF (truncated downloads, wrong file) with a clear message."""
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    if magic != GGUF_MAGIC or path.stat().st_size < 1024:
-        raise BadInputError(
-            f"{path} is not a GGUF file (starts with {magic!r}, {path.stat().st_size} bytes); "
-            "export again with `bastion export RECIPE`"
-        )
-
-
-def server_command(gguf: Path, *, host: str, port: int, n_ctx: int, extra: list[str] | None = None) -> list[str]:
-    """The command line of llama-cpp-python's OpenAI-compatible server for one GGUF."""
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--n_ctx",
-        str(n_ctx),
-        *(extra or []),
-    ]
 
 
 def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:
-    """Run llama-cpp-python's OpenAI-compatible server in the foreground (Ctrl-C stops it)."""
+    """Run llama-cpp-python's OpenAI-compatible server in the foreground; Ctrl-C or SIGTERM stops it and its child."""
     cmd = server_command(gguf, host=host, port=port, n_ctx=n_ctx, extra=["--model_alias", alias])
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: reachable from other machines; the server has no authentication", host)
     log.info("serving %s at http://%s:%d/v1 (model name '%s'); Ctrl-C stops it", gguf.name, host, port, alias)
     proc = subprocess.Popen(cmd)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc, timeout=30)
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop(proc, timeout=30)
 
 
 def load_chat_model(gguf: Path, n_ctx: int) -> Any:

@@ -115,13 +115,13 @@ def hf_reference(
     tokenizer: Any,
     system_prompt: str,
     prompts: list[str],
-    records: list[dict[str, Any]],
+    held_out: list[str],
     new_tokens: int = NEW_TOKENS,
     threads: int | None = None,
 ) -> Reference:
     """The merged model's greedy answers and logits on the smoke prompts (in float32), the training-
-    format prompts and the held-out texts for perplexity. ``threads``: torch's threads meanwhile (leave
-    a core to a conversion running alongside)."""
+    format prompts, and ``held_out``, the texts perplexity is measured on. ``threads``: torch's threads
+    meanwhile (leave a core to a conversion running alongside)."""
     import torch
 
     model = model.float()
@@ -140,7 +140,7 @@ def hf_reference(
         training_prompts=[
             render_text(tokenizer, prompt_messages(system_prompt, p), generation_prompt=True) for p in prompts
         ],
-        held_out=held_out_texts(records, tokenizer, system_prompt),
+        held_out=list(held_out),
     )
 
 
@@ -216,8 +216,13 @@ def perplexity(llm: Any, texts: list[str], budget: int = PPL_TOKENS) -> float:
     return math.exp(nll / count) if count else math.nan
 
 
-def held_out_texts(records: list[dict[str, Any]], tokenizer: Any, system_prompt: str, count: int = 4) -> list[str]:
-    """A fixed slice of records (every k-th) rendered in the training format."""
+def held_out_texts(pages: list[dict[str, Any]], tokenizer: Any) -> list[str]:
+    """The harvest's held-out pages (never trained on), each from the start of a document."""
+    return [(tokenizer.bos_token or "") + str(page["text"]) for page in pages]
+
+
+def record_texts(records: list[dict[str, Any]], tokenizer: Any, system_prompt: str, count: int = 4) -> list[str]:
+    """Without held-out pages: a fixed slice of training records (every k-th) in the training format."""
     if not records:
         return []
     step = max(1, len(records) // count)

@@ -33,7 +33,8 @@ import lxml.etree
 import lxml.html
 
 from bastion.errors import BadInputError
-from harvest.fetch import HTML_TYPES, PDF_TYPE, FetchCancelled, Fetcher, FetchResult, decode_text, now_iso
+from bastion.manifest import now_iso
+from harvest.fetch import HTML_TYPES, PDF_TYPE, FetchCancelled, Fetcher, FetchResult, decode_text
 from harvest.robots import RobotsCache
 from harvest.state import CrawlState, FrontierRow, Seed
 from harvest.urls import Scope, UrlError, normalize_url, url_host

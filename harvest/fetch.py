@@ -21,13 +21,14 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib.parse import urljoin
 
 import charset_normalizer
 import httpx
 
+from bastion.manifest import now_iso
 from harvest.urls import UrlError, address_refusal, normalize_url, scheme_refusal, url_host
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,6 @@ class _Response:
     body: bytes = b""
     error: str | None = None  # timeout | connection_error | too_large | content_type | ...
     retry_after: float | None = None
-
-
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 with seconds."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

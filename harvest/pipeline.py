@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import statistics
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -29,9 +30,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bastion.atomic import write_jsonl
 from bastion.errors import BadInputError, MissingResourceError
-from bastion.manifest import RunFolder, file_sha256, now_iso
+from bastion.manifest import file_sha256, now_iso
+from bastion.ngrams import ngrams
 from bastion.paths import SCHEMAS_DIR
 from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder
 from harvest.dedup import Deduper, DedupResult
 from harvest.extract import Document, extract_html, extract_pdf, read_local_file
 from harvest.gates import QualityGates
@@ -68,6 +71,11 @@ CREATE TABLE IF NOT EXISTS duplicates (
 CREATE TABLE IF NOT EXISTS local_files (
     source TEXT NOT NULL, path TEXT NOT NULL, PRIMARY KEY (source, path)
 );
+CREATE TABLE IF NOT EXISTS page_texts (
+    source TEXT NOT NULL, url TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL, fetched_at TEXT NOT NULL,
+    PRIMARY KEY (source, url)
+);
+CREATE TABLE IF NOT EXISTS heldout (url TEXT PRIMARY KEY);
 """
 
 
@@ -155,6 +163,10 @@ class PageProcessor:
                 empty.append((source, url, "no_text"))
         if empty:
             conn.executemany("INSERT OR REPLACE INTO page_notes VALUES (?, ?, ?)", empty)
+        conn.executemany(
+            "INSERT OR REPLACE INTO page_texts VALUES (?, ?, ?, ?, ?)",
+            [(source, url, doc.title or "", doc.text, fetched_at) for doc, url, fetched_at in found],
+        )
         languages = [self.gates.page_language(doc.text) for doc, _, _ in found]
         chunked = [self.document_chunks(doc) for doc, _, _ in found]
         rank = self.source_rank.get(source, 0)
@@ -197,10 +209,10 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
 
     if not recipe.harvest["sources"]:
         raise BadInputError(f"{recipe.path}: harvest.sources is empty; add at least one source")
-    data_dir = folder.stage_dir("harvest")
+    folder.data_dir.mkdir(parents=True, exist_ok=True)
     count_tokens = TokenCounter(load_tokenizer(recipe))  # exact counts, fast for byte-level BPE
     processor = PageProcessor(recipe, count_tokens, max_record_tokens(recipe, count_tokens))
-    state_path = data_dir / "state.sqlite"
+    state_path = folder.harvest_state
     store = ChunkStore(state_path)
     try:
         with harvest_progress() as progress:
@@ -209,19 +221,19 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
                 for source in recipe.harvest["sources"]
             ]
             decide_records(recipe, store, progress)
-        counts = write_outputs(recipe, store, data_dir)
+        counts = write_outputs(recipe, store, folder)
         stats = collect_stats(recipe, store, crawl_stats)
     finally:
         store.close()
-    write_report(data_dir, stats, histograms=recipe.harvest["output"]["histograms"])
+    write_report(folder, stats, histograms=recipe.harvest["output"]["histograms"])
     kept = stats["records"]["kept"]
     if kept < recipe.harvest["output"]["min_records"]:
         raise BadInputError(
             f"{recipe.path}: only {kept} records survived the harvest (harvest.output.min_records = "
-            f"{recipe.harvest['output']['min_records']}); see {data_dir / 'quality.md'} for what was "
+            f"{recipe.harvest['output']['min_records']}); see {folder.quality_md} for what was "
             "rejected and why"
         )
-    log.info("harvest: %d records -> %s (report: %s)", kept, data_dir / "train.jsonl", data_dir / "quality.md")
+    log.info("harvest: %d records -> %s (report: %s)", kept, folder.train_data, folder.quality_md)
     return {"records": kept, "train_sha256": counts["train_sha256"], "pages": stats["pages"]["fetched"]}
 
 
@@ -359,6 +371,74 @@ def stats_dict(stats: Any) -> dict[str, Any]:
     return stats if isinstance(stats, dict) else dict(stats.to_dict())
 
 
+def choose_heldout(recipe: Recipe, store: ChunkStore) -> list[str]:
+    """Pick the held-out pages (whole pages, by URL) and store the choice; decisions made against
+    another choice (the harvest gained or lost pages since) are dropped and made again.
+
+    Candidates are the pages with at least one passing section. A page is held out when the hash
+    of the seed and its URL, read as a number in [0, 1), is below the fraction: the choice depends
+    neither on crawl order nor on which other pages exist, so adding a source keeps the split.
+    When the fraction is above 0 and no page falls below it, the page with the smallest hash is
+    held out; with a single candidate, none is.
+    """
+    cfg = recipe.harvest["heldout"]
+    pages = store.conn.execute("SELECT DISTINCT source, url FROM chunks WHERE passed = 1 ORDER BY url").fetchall()
+    urls = [url for _, url in pages]
+    keys = {url: split_key(recipe, source, url) for source, url in pages}
+    rank = {url: int(hashlib.sha256(f"{cfg['seed']}:{keys[url]}".encode()).hexdigest()[:16], 16) / 2**64 for url in urls}
+    chosen = sorted(url for url in urls if rank[url] < cfg["fraction"])
+    if cfg["fraction"] > 0 and not chosen and len(urls) > 1:
+        chosen = [min(urls, key=rank.__getitem__)]
+    if len(chosen) == len(urls):  # never hold out everything
+        chosen = sorted(sorted(chosen, key=rank.__getitem__)[:-1])
+    count = len(chosen)
+    stored = [row[0] for row in store.conn.execute("SELECT url FROM heldout ORDER BY url")]
+    if stored != chosen:
+        with store.transaction() as conn:
+            conn.execute("DELETE FROM heldout")
+            conn.executemany("INSERT INTO heldout VALUES (?)", [(url,) for url in chosen])
+            conn.execute("DELETE FROM records")
+            conn.execute("DELETE FROM duplicates")
+        if stored:
+            log.info("harvest: the held-out pages changed (%d -> %d); records are decided again", len(stored), count)
+    return chosen
+
+
+def split_key(recipe: Recipe, source: str, url: str) -> str:
+    """What the held-out split hashes for a page: for local and served folders the source's name and
+    the file's path inside it (not where the folder sits on disk, nor the loopback port), else the URL."""
+    kinds = {s["name"]: s for s in recipe.harvest["sources"]}
+    config = kinds.get(source, {})
+    if config.get("kind") == "local" and url.startswith("file://"):
+        root = recipe.resolve_path(config["path"] or "")
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+        return f"{source}:{path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name}"
+    if config.get("kind") == "served":
+        return f"{source}:{urllib.parse.urlsplit(url).path}"
+    return url
+
+
+class HeldoutOverlap:
+    """Word n-grams of the held-out pages; ``match`` names the page a text shares one with."""
+
+    def __init__(self, store: ChunkStore, urls: list[str], n: int) -> None:
+        self.n = n
+        self.owner: dict[tuple[str, ...], str] = {}
+        for url in urls:
+            for (text,) in store.conn.execute("SELECT text FROM page_texts WHERE url = ?", (url,)):
+                for gram in ngrams(text, n):
+                    self.owner.setdefault(gram, url)
+
+    def match(self, text: str) -> str | None:
+        if not self.owner:
+            return None
+        for gram in ngrams(text, self.n):
+            url = self.owner.get(gram)
+            if url is not None:
+                return url
+        return None
+
+
 DECISION_BATCH = 256  # chunks decided per transaction
 
 
@@ -370,6 +450,8 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
     which gives the same outcome as an uninterrupted run.
     """
     cfg, ins = recipe.harvest["dedup"], recipe.harvest["instructions"]
+    held_out = choose_heldout(recipe, store)
+    overlap = HeldoutOverlap(store, held_out, recipe.harvest["heldout"]["ngram"])
     deduper = Deduper(cfg["threshold"], cfg["num_perm"], cfg["bands"], cfg["rows"], cfg["shingle_size"])
     deduper.load(store.conn.execute("SELECT CAST(chunk_id AS TEXT), exact_hash, signature FROM records ORDER BY id"))
     # sorted here rather than by SQLite, whose sorter would copy every chunk's text
@@ -377,7 +459,7 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
         store.conn.execute(
             "SELECT source_rank, url, section_index, chunk_index, id, title, heading, kind, text FROM chunks "
             "WHERE passed = 1 AND id NOT IN (SELECT chunk_id FROM records) "
-            "AND id NOT IN (SELECT chunk_id FROM duplicates)"
+            "AND id NOT IN (SELECT chunk_id FROM duplicates) AND url NOT IN (SELECT url FROM heldout)"
         )
     )
     pending = [
@@ -388,7 +470,8 @@ def decide_records(recipe: Recipe, store: ChunkStore, progress: Progress | None 
         batch = pending[start : start + DECISION_BATCH]
         decisions = Decisions(ins)
         for row in batch:
-            decisions.decide(deduper, row, cfg["enabled"])
+            if not decisions.overlaps_heldout(overlap, row):
+                decisions.decide(deduper, row, cfg["enabled"])
         with store.transaction() as conn:
             decisions.write(conn)
         if progress is not None and task is not None:
@@ -408,6 +491,14 @@ class Decisions:
         self.instructions = instructions
         self.duplicates: list[tuple[Any, ...]] = []
         self.admitted: list[tuple[tuple[Any, ...], DedupResult | None]] = []
+
+    def overlaps_heldout(self, overlap: HeldoutOverlap, row: tuple[Any, ...]) -> bool:
+        """Drop (as a ``heldout`` duplicate) a chunk that shares a word sequence with a held-out page."""
+        _, title, heading, *_, text = row
+        url = overlap.match(f"{title}\n{heading}\n{text}")
+        if url is not None:
+            self.duplicates.append((row[0], "heldout", url, None))
+        return url is not None
 
     def decide(self, deduper: Deduper, row: tuple[Any, ...], dedup_enabled: bool) -> None:
         """Decide one chunk row; a unique one is admitted into ``deduper`` at once."""
@@ -452,7 +543,7 @@ class Decisions:
         )
 
 
-def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str, Any]:
+def write_outputs(recipe: Recipe, store: ChunkStore, folder: RunFolder) -> dict[str, Any]:
     """Write train.jsonl (Alpaca records only, schema-checked) and sources.jsonl, atomically."""
     record_errors = schema_errors(json.loads((SCHEMAS_DIR / "alpaca.schema.json").read_text()))
     rows = store.conn.execute(
@@ -481,9 +572,25 @@ def write_outputs(recipe: Recipe, store: ChunkStore, data_dir: Path) -> dict[str
                 "template": template,
             }
         )
-    write_jsonl(data_dir / "train.jsonl", train)
-    write_jsonl(data_dir / "sources.jsonl", sources)
-    return {"records": len(train), "train_sha256": file_sha256(data_dir / "train.jsonl")}
+    heldout = [
+        {
+            "url": url,
+            "title": title,
+            "source": source,
+            "fetched_at": fetched,
+            "content_hash": hashlib.sha256(text.encode()).hexdigest(),
+            "words": len(text.split()),
+            "text": text,
+        }
+        for source, url, title, text, fetched in store.conn.execute(
+            "SELECT p.source, p.url, p.title, p.text, p.fetched_at FROM page_texts p JOIN heldout h ON h.url = p.url "
+            "ORDER BY p.url"
+        )
+    ]
+    write_jsonl(folder.train_data, train)
+    write_jsonl(folder.sources, sources)
+    write_jsonl(folder.heldout, heldout)
+    return {"records": len(train), "train_sha256": file_sha256(folder.train_data)}
 
 
 _ANNOTATIONS = {"$schema", "$id", "$comment", "title", "description", "default", "examples"}
@@ -582,6 +689,18 @@ def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str,
             "exact": dup.get("exact", 0),
             "near": dup.get("near", 0),
             "threshold": recipe.harvest["dedup"]["threshold"],
+        },
+        "heldout": {
+            "fraction": recipe.harvest["heldout"]["fraction"],
+            "pages": conn.execute("SELECT COUNT(*) FROM heldout").fetchone()[0],
+            "words": sum(
+                len(text.split())
+                for (text,) in conn.execute("SELECT text FROM page_texts WHERE url IN (SELECT url FROM heldout)")
+            ),
+            "sections_of_heldout_pages": conn.execute(
+                "SELECT COUNT(*) FROM chunks WHERE passed = 1 AND url IN (SELECT url FROM heldout)"
+            ).fetchone()[0],
+            "overlapping_sections_dropped": dup.get("heldout", 0),
         },
         "records": {
             "kept": len(rows),

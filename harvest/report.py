@@ -7,23 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from bastion.atomic import write_json, write_text
+from bastion.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 
-def write_report(data_dir: Path, stats: dict[str, Any], *, histograms: bool = True) -> list[Path]:
-    """Write quality.json, quality.md and (optionally) the PNG histograms; return the paths."""
+def write_report(folder: RunFolder, stats: dict[str, Any], *, histograms: bool = True) -> list[Path]:
+    """Write quality.json, quality.md and (optionally) the PNG histograms beside them; return the paths."""
     written = []
     if histograms:
-        written += _histograms(data_dir, stats)
+        written += _histograms(folder.quality_md.parent, stats)
     summary = {k: v for k, v in stats.items() if k not in ("word_counts", "grades")}
     summary["histograms"] = [p.name for p in written]
-    write_json(data_dir / "quality.json", summary)
-    write_text(data_dir / "quality.md", render_markdown(summary))
-    return [data_dir / "quality.json", data_dir / "quality.md", *written]
+    write_json(folder.quality_json, summary)
+    write_text(folder.quality_md, render_markdown(summary))
+    return [folder.quality_json, folder.quality_md, *written]
 
 
-def _histograms(data_dir: Path, stats: dict[str, Any]) -> list[Path]:
+def _histograms(report_dir: Path, stats: dict[str, Any]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,12 +45,22 @@ def _histograms(data_dir: Path, stats: dict[str, Any]) -> list[Path]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("records")
         fig.tight_layout()
-        tmp = data_dir / f".{name}.tmp.png"
+        tmp = report_dir / f".{name}.tmp.png"
         fig.savefig(tmp)
         plt.close(fig)
-        tmp.replace(data_dir / name)
-        out.append(data_dir / name)
+        tmp.replace(report_dir / name)
+        out.append(report_dir / name)
     return out
+
+
+def _heldout(h: dict[str, Any]) -> str:
+    if not h.get("pages"):
+        return "None (harvest.heldout.fraction is 0, or too few pages).\n"
+    return (
+        f"- pages set aside whole (never trained on): {h['pages']} (fraction {h['fraction']}), "
+        f"{h['words']} words, {h['sections_of_heldout_pages']} passing sections\n"
+        f"- training sections dropped for sharing a word sequence with them: {h['overlapping_sections_dropped']}\n"
+    )
 
 
 def _table(rows: dict[str, Any], head: tuple[str, str]) -> str:
@@ -85,6 +96,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         "## Duplicates\n",
         f"- exact duplicates removed: {dedup['exact']}\n- near-duplicates removed (MinHash LSH, "
         f"Jaccard >= {dedup['threshold']}): {dedup['near']}\n",
+        "## Held-out pages\n",
+        _heldout(s.get("heldout") or {}),
         "## Records\n",
         _table(records["per_source"], ("source", "records")),
         f"\nWords per record: min {records['words_min']}, median {records['words_median']}, "

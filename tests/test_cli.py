@@ -49,7 +49,9 @@ def test_missing_recipe_exit_3() -> None:
     assert "not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["validate", "harvest", "train", "eval", "export", "all", "demo"])
+@pytest.mark.parametrize(
+    "command", ["validate", "harvest", "train", "eval", "export", "eval-gguf", "all", "demo", "serve", "chat"]
+)
 def test_every_command_has_help(command: str) -> None:
     proc = bastion(command, "--help")
     assert proc.returncode == 0
@@ -57,12 +59,12 @@ def test_every_command_has_help(command: str) -> None:
 
 
 def test_manifest_records_recipe_versions_and_commit(tmp_path: Path) -> None:
-    from bastion.manifest import RunFolder
     from bastion.recipe import load_recipe
+    from bastion.run_folder import RunFolder
 
     recipe = load_recipe("tiny-cpu.yaml")
     folder = RunFolder.for_recipe(recipe, base=tmp_path)
-    folder.stage_started("harvest", recipe)
+    folder.stage_started("harvest", "0" * 64)
     folder.stage_finished("harvest", "ok", 1.25, {"records": 3})
     manifest = json.loads((tmp_path / "tiny-cpu" / "manifest.json").read_text())
     assert manifest["recipe"]["sha256"] == recipe.sha256

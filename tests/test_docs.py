@@ -78,6 +78,7 @@ def test_one_section_per_object() -> None:
         "harvest.politeness",
         "harvest.quality",
         "harvest.dedup",
+        "harvest.heldout",
         "harvest.chunking",
         "harvest.instructions",
         "harvest.output",

@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import REPO
 
-from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
-from bastion.stages import run_stage
+from bastion.run_folder import RunFolder
+from bastion.runner import run_stage, stage_named
 from evals.bank import CATEGORIES
 
 pytestmark = pytest.mark.slow
@@ -36,14 +36,14 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     path.write_text(text)
     recipe = load_recipe(path)
     folder = RunFolder.for_recipe(recipe, base=tmp / "runs")
-    run_stage("harvest", recipe, folder)
-    run_stage("train", recipe, folder)
-    run_stage("eval", recipe, folder)
+    run_stage(stage_named("harvest"), recipe, folder)
+    run_stage(stage_named("train"), recipe, folder)
+    run_stage(stage_named("eval"), recipe, folder)
     return folder
 
 
 def test_report_has_both_models_every_category_and_intervals(evaluated: RunFolder) -> None:
-    report = json.loads((evaluated.root / "eval" / "report.json").read_text())
+    report = json.loads(evaluated.eval_report_json.read_text())
     assert report["compared"] is True
     mcq = report["tasks"]["cloudsec_mcq"]["metrics"]["acc"]
     assert set(mcq["by_category"]) == set(CATEGORIES)
@@ -55,13 +55,13 @@ def test_report_has_both_models_every_category_and_intervals(evaluated: RunFolde
         assert row["test"] == "mcnemar_exact" and 0 <= row["p_value"] <= 1
     coverage = report["tasks"]["cloudsec_open"]["metrics"]["key_point_coverage"]
     assert set(coverage["by_category"]) == set(CATEGORIES) and coverage["overall"]["n"] == 11
-    assert (evaluated.root / "eval" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    md = (evaluated.root / "eval" / "report.md").read_text()
+    assert evaluated.eval_plot.read_bytes()[:4] == b"\x89PNG"
+    md = evaluated.eval_report_md.read_text()
     assert "| **all** | 22 |" in md and "lm_eval --model hf" in md and "peft=" in md
 
 
 def test_raw_outputs_are_kept_and_prompts_are_identical(evaluated: RunFolder) -> None:
-    eval_dir = evaluated.root / "eval"
+    eval_dir = evaluated.eval_dir
     for model in ("base", "tuned"):
         results = json.loads((eval_dir / model / "results.json").read_text())
         assert "cloudsec_mcq" in results["results"]

@@ -16,9 +16,9 @@ import pytest
 from conftest import REPO
 
 from bastion.errors import BadInputError, MissingResourceError
-from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
-from bastion.stages import run_stage
+from bastion.run_folder import RunFolder
+from bastion.runner import run_stage, stage_named
 from export.convert import quantize, read_gguf_metadata
 from export.modelfile import parse_modelfile
 
@@ -39,13 +39,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, Path]
     recipe = load_recipe(path)
     folder = RunFolder.for_recipe(recipe, base=tmp / "runs")
     for stage in ("harvest", "train", "export"):
-        run_stage(stage, recipe, folder)
+        run_stage(stage_named(stage), recipe, folder)
     return folder, path
 
 
 def test_ggufs_with_real_quantised_tensors(exported: tuple[RunFolder, Path]) -> None:
     folder, _ = exported
-    out = folder.root / "export"
+    out = folder.export_dir
     f16 = read_gguf_metadata(out / "export-e2e-f16.gguf")
     q4 = read_gguf_metadata(out / "export-e2e-q4_k_m.gguf")
     q8 = read_gguf_metadata(out / "export-e2e-q8_0.gguf")
@@ -60,7 +60,7 @@ def test_ggufs_with_real_quantised_tensors(exported: tuple[RunFolder, Path]) -> 
 
 def test_verification_figures(exported: tuple[RunFolder, Path]) -> None:
     folder, _ = exported
-    v = json.loads((folder.root / "export" / "verification.json").read_text())
+    v = json.loads(folder.verification.read_text())
     assert v["passed"] and v["failures"] == []
     assert v["f16"]["token_agreement"] >= 0.9 and v["f16"]["max_logit_diff"] <= v["f16"]["logit_tolerance"]
     assert v["prompt_matches_training"] is True
@@ -74,9 +74,9 @@ def test_verification_figures(exported: tuple[RunFolder, Path]) -> None:
     assert {"merge", "reference_answers", "convert", "quantize", "verify"} <= set(timings)
     steps = timings["merge"] + timings["convert"] + timings["quantize"] + timings["verify"]
     assert 0 < steps <= folder.read_manifest()["stages"]["export"]["seconds"] + 0.05  # no step counted twice
-    log = (folder.root / "export" / "convert.log").read_text()
+    log = folder.convert_log.read_text()
     assert "converter ready" in log and "Model successfully exported" in log
-    assert not list((folder.root / "export").glob(".*"))  # no temporary file left behind
+    assert not list((folder.export_dir).glob(".*"))  # no temporary file left behind
 
 
 def test_converter_failure_is_a_clear_error(tmp_path: Path) -> None:
@@ -87,7 +87,13 @@ def test_converter_failure_is_a_clear_error(tmp_path: Path) -> None:
     not_a_model.mkdir()
     (not_a_model / "config.json").write_text('{"architectures": ["NoSuchForCausalLM"]}')
     with pytest.raises(BastionError, match=r"converter failed on .*not-a-model \(exit 1; log .*convert.log\)"):
-        convert_to_gguf(not_a_model, tmp_path / "out" / "x.gguf", outtype="f16", metadata={})
+        convert_to_gguf(
+            not_a_model,
+            tmp_path / "out" / "x.gguf",
+            outtype="f16",
+            metadata={},
+            log_path=tmp_path / "out" / "convert.log",
+        )
     assert "NoSuchForCausalLM" in (tmp_path / "out" / "convert.log").read_text()
     assert not list((tmp_path / "out").glob("*.gguf")) and not list((tmp_path / "out").glob(".*"))
 
@@ -106,7 +112,7 @@ def test_unused_converter_process_exits(tmp_path: Path) -> None:
 
 def test_modelfile_card_and_checksums(exported: tuple[RunFolder, Path]) -> None:
     folder, _ = exported
-    out = folder.root / "export"
+    out = folder.export_dir
     modelfile = parse_modelfile((out / "Modelfile").read_text())
     assert modelfile["FROM"] == "./export-e2e-q4_k_m.gguf"
     assert modelfile["SYSTEM"] == load_recipe(exported[1]).system_prompt
@@ -170,27 +176,28 @@ def test_serve_answers_an_openai_chat_request(exported: tuple[RunFolder, Path]) 
 def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:
     recipe = load_recipe("tiny-cpu.yaml")
     folder = RunFolder.for_recipe(recipe, base=tmp_path)
-    with pytest.raises(MissingResourceError, match="no adapter .* run `bastion train"):
-        run_stage("export", recipe, folder)
+    with pytest.raises(MissingResourceError, match="harvest has not run yet: run `bastion harvest tiny-cpu.yaml`"):
+        run_stage(stage_named("export"), recipe, folder)
+    with pytest.raises(MissingResourceError, match=r"no adapter in \S+ .*: run `bastion train tiny-cpu.yaml` first"):
+        folder.require_adapter()
 
 
 def test_corrupt_gguf_is_refused(exported: tuple[RunFolder, Path], tmp_path: Path) -> None:
-    from export.runtime import check_gguf
-
-    bad = tmp_path / "broken.gguf"
-    bad.write_bytes(b"<html>not a model</html>" * 100)
-    with pytest.raises(BadInputError, match="is not a GGUF file"):
-        check_gguf(bad)
+    bad = RunFolder(tmp_path / "runs" / "broken", "broken.yaml")
+    bad.export_dir.mkdir(parents=True)
+    bad.gguf("q4_k_m").write_bytes(b"<html>not a model</html>" * 100)
+    with pytest.raises(BadInputError, match=r"is not a GGUF file.*`bastion export broken.yaml --force`"):
+        bad.require_gguf("q4_k_m")
     truncated = tmp_path / "truncated.gguf"
-    truncated.write_bytes((exported[0].root / "export" / "export-e2e-q8_0.gguf").read_bytes()[:4096])
+    truncated.write_bytes((exported[0].gguf("q8_0")).read_bytes()[:4096])
     with pytest.raises(BadInputError, match="not a readable GGUF"):
         read_gguf_metadata(truncated)
 
 
 def test_unknown_quantisation_is_refused(exported: tuple[RunFolder, Path], tmp_path: Path) -> None:
-    src = exported[0].root / "export" / "export-e2e-f16.gguf"
+    src = exported[0].gguf("f16")
     with pytest.raises(BadInputError, match="unknown quantisation 'q3_xyz'"):
-        quantize(src, tmp_path / "x.gguf", "q3_xyz")
+        quantize(src, tmp_path / "x.gguf", "q3_xyz", log_path=tmp_path / "quantize.log")
     text = exported[1].read_text().replace("quantizations: [q4_k_m, q8_0]", "quantizations: [q4_k_m, q9_9]")
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
@@ -198,50 +205,3 @@ def test_unknown_quantisation_is_refused(exported: tuple[RunFolder, Path], tmp_p
 
     with pytest.raises(RecipeError, match=r"export.quantizations\[1\]"):
         load_recipe(bad)
-
-
-def test_eval_on_the_gguf_through_the_server(exported: tuple[RunFolder, Path], tmp_path: Path) -> None:
-    """The GGUF path of the eval stage: lm-eval against llama-cpp-python's server on loopback.
-
-    llama-cpp-python sorts the whole 128k vocabulary for every echoed position of a log-likelihood
-    request, so this uses a two-question bank of short prompts to stay within a minute or two."""
-    folder, recipe_path = exported
-    mcq = {
-        "id": "t-001",
-        "category": "iam",
-        "difficulty": "easy",
-        "question": "Which grants least privilege?",
-        "choices": ["Admin", "Scoped role", "Root key", "Shared user"],
-        "answer": "B",
-        "rationale": "Scoped roles grant only what is needed (test item).",
-    }
-    opn = {
-        "id": "o-001",
-        "category": "iam",
-        "difficulty": "easy",
-        "question": "Name one MFA factor.",
-        "reference": "A hardware security key.",
-        "key_points": [{"point": "key", "any_of": ["key"]}],
-        "rationale": "test item",
-    }
-    (tmp_path / "mcq.jsonl").write_text(json.dumps(mcq) + "\n")
-    (tmp_path / "open.jsonl").write_text(json.dumps(opn) + "\n")
-    text = recipe_path.read_text().replace(
-        "  limit: 20\n",
-        f"  limit: null\n  gguf: true\n  compare_base: false\n  banks: {{mcq: {tmp_path}/mcq.jsonl, "
-        f"open: {tmp_path}/open.jsonl}}\n",
-    )
-    text = text.replace("  max_gen_tokens: 32\n", "  max_gen_tokens: 8\n")
-    path = recipe_path.with_name("gguf-eval.yaml")
-    path.write_text(text)
-    run_stage("eval", load_recipe(path), folder)
-    report = json.loads((folder.root / "eval" / "report.json").read_text())
-    loss = report["gguf_vs_tuned"]
-    assert loss["cloudsec_mcq"]["acc"]["n"] == 1 and loss["cloudsec_open"]["key_point_coverage"]["n"] == 1
-    samples = [
-        json.loads(x) for x in (folder.root / "eval" / "gguf" / "samples_cloudsec_mcq.jsonl").read_text().splitlines()
-    ]
-    assert "<|start_header_id|>system<|end_header_id|>" in str(samples[0]["arguments"])  # chat template applied
-    logliks = [r[0][0] for r in samples[0]["resps"]]
-    assert len(logliks) == 4 and all(x < 0 for x in logliks)
-    assert "Quantisation loss" in (folder.root / "eval" / "report.md").read_text()

@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO
 from fixture_server import FixtureServer, Reply, redirect
 
-from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
-from bastion.stages import run_stage
+from bastion.run_folder import RunFolder
+from bastion.runner import run_stage, stage_named
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ train: {{device: cpu, sequence_len: 512, precision: fp32, flash_attention: false
             path = tmp_path / "faulty.yaml"
             path.write_text(recipe_text)
             recipe = load_recipe(path)
-            run_stage("harvest", recipe, RunFolder.for_recipe(recipe, base=tmp_path / "runs"))
+            run_stage(stage_named("harvest"), recipe, RunFolder.for_recipe(recipe, base=tmp_path / "runs"))
             other_hits = list(other.hits)
     data = tmp_path / "runs" / "faulty-site" / "data"
     quality = json.loads((data / "quality.json").read_text())

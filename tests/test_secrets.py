@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
+from bastion.run_folder import RunFolder
 
 TOKEN = "hf_" + "Zq9" * 10
 
@@ -21,7 +21,7 @@ def test_manifest_redacts_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     recipe = load_recipe("tiny-cpu.yaml")
     folder = RunFolder.for_recipe(recipe, base=tmp_path)
-    folder.stage_started("train", recipe)
+    folder.stage_started("train", "0" * 64)
     folder.stage_finished("train", "failed", 1.0, {"error": f"401 for token {TOKEN}", "command": ["x", TOKEN]})
     text = folder.manifest_path.read_text()
     assert TOKEN not in text and "***" in text

@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bastion.axolotl_config import TrainPaths, axolotl_tokenize, render_config, validate_axolotl_config
 from bastion.chat_format import record_messages, render_ids
 from bastion.errors import BadInputError
 from bastion.recipe import load_recipe
+from bastion.run_folder import RunFolder
+from train.axolotl_config import axolotl_tokenize, render_config, validate_axolotl_config
 
 FLAGSHIP_BASE = "meta-llama/Llama-3.1-8B-Instruct"
 
 
-def paths(tmp_path: Path) -> TrainPaths:
-    return TrainPaths(train_dir=tmp_path, messages=tmp_path / "messages.jsonl")
+def paths(tmp_path: Path) -> RunFolder:
+    return RunFolder(tmp_path)
 
 
 def recipe_with(tmp_path: Path, train_extra: str, base: str = "llama31-8b.yaml") -> Path:
@@ -74,13 +75,13 @@ def test_each_distributed_mode_renders_a_valid_config(tmp_path: Path, mode: str)
 
 
 def test_single_gpu_is_the_default(tmp_path: Path) -> None:
-    from bastion.train import launch_command
+    from train.pipeline import launch_command
 
-    cmd = launch_command(load_recipe("llama31-8b.yaml"), tmp_path / "axolotl.yaml")
-    assert "accelerate.commands.launch" not in cmd and cmd[1:3] == ["-m", "bastion.axolotl_launch"]
+    cmd = launch_command(load_recipe("llama31-8b.yaml"), RunFolder(tmp_path))
+    assert "accelerate.commands.launch" not in cmd and cmd[1:3] == ["-m", "train.axolotl_launch"]
     recipe = load_recipe("llama31-8b.yaml")
     recipe.train.update(distributed="fsdp", num_gpus=4)
-    cmd = launch_command(recipe, tmp_path / "axolotl.yaml")
+    cmd = launch_command(recipe, RunFolder(tmp_path))
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]
 
 
@@ -145,7 +146,8 @@ def test_trainer_tokenization_equals_the_chat_template(tmp_path: Path) -> None:
     }
     messages = record_messages(record, recipe.system_prompt)
     p = paths(tmp_path)
-    p.messages.write_text(json.dumps({"messages": messages}) + "\n")
+    p.train_messages.parent.mkdir(parents=True, exist_ok=True)
+    p.train_messages.write_text(json.dumps({"messages": messages}) + "\n")
     cfg = render_config(recipe, base, p)
     out = axolotl_tokenize(cfg, {"messages": messages})
     tok = AutoTokenizer.from_pretrained(base)

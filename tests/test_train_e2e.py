@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
-from bastion.stages import run_stage
+from bastion.run_folder import RunFolder
+from bastion.runner import run_stage, stage_named
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, dict]:
     path.write_text(text)
     recipe = load_recipe(path)
     folder = RunFolder.for_recipe(recipe, base=tmp / "runs")
-    run_stage("harvest", recipe, folder)
-    details = run_stage("train", recipe, folder)
+    run_stage(stage_named("harvest"), recipe, folder)
+    details = run_stage(stage_named("train"), recipe, folder)
     return folder, details
 
 
@@ -41,17 +41,16 @@ def test_losses_are_finite_and_recorded(trained: tuple[RunFolder, dict]) -> None
     assert entry["status"] == "ok" and entry["data_sha256"] == details["data_sha256"]
     assert entry["tokens_per_second"] > 0 and entry["seconds_to_first_step"] > 0 and entry["peak_rss_gib"] > 0
     assert entry["versions"]["axolotl"] == "0.19.0"
-    log = (folder.root / "train" / "train.log").read_text()
+    log = folder.train_log.read_text()
     assert "'loss'" in log
 
 
 def test_config_and_chat_data_are_kept(trained: tuple[RunFolder, dict]) -> None:
     folder, _ = trained
-    train_dir = folder.root / "train"
-    assert "adapter: qlora" in (train_dir / "axolotl.yaml").read_text()
-    first = json.loads((train_dir / "messages.jsonl").read_text().splitlines()[0])
+    assert "adapter: qlora" in folder.axolotl_config.read_text()
+    first = json.loads(folder.train_messages.read_text().splitlines()[0])
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
-    assert json.loads((train_dir / "lengths.json").read_text())["too_long"] == 0
+    assert json.loads(folder.train_lengths.read_text())["too_long"] == 0
 
 
 def test_adapter_loads_with_peft_onto_the_tiny_model(trained: tuple[RunFolder, dict]) -> None:
@@ -62,7 +61,7 @@ def test_adapter_loads_with_peft_onto_the_tiny_model(trained: tuple[RunFolder, d
     from bastion.tiny_model import tiny_model_dir
 
     folder, _ = trained
-    adapter = folder.root / "train" / "adapter"
+    adapter = folder.adapter
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["lora_alpha"] == 16
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
@@ -76,16 +75,12 @@ def test_adapter_loads_with_peft_onto_the_tiny_model(trained: tuple[RunFolder, d
 
 
 def test_resume_points_at_the_last_checkpoint(trained: tuple[RunFolder, dict]) -> None:
-    from bastion.train import latest_checkpoint, launch_command
+    from train.pipeline import latest_checkpoint, launch_command
 
     folder, _ = trained
-    checkpoint = latest_checkpoint(folder.root / "train" / "output")
+    checkpoint = latest_checkpoint(folder.train_output)
     assert checkpoint is not None and checkpoint.name == "checkpoint-5"
-    cmd = launch_command(
-        load_recipe(folder.read_manifest()["recipe"]["path"]),
-        folder.root / "train" / "axolotl.yaml",
-        resume_from=checkpoint,
-    )
+    cmd = launch_command(load_recipe(folder.read_manifest()["recipe"]["path"]), folder, resume_from=checkpoint)
     assert cmd[cmd.index("--resume-from-checkpoint") + 1] == str(checkpoint)
 
 
@@ -99,8 +94,9 @@ def test_sigint_stops_training_cleanly(trained: tuple[RunFolder, dict], tmp_path
 
     folder, _ = trained
     runs = tmp_path / "runs"
-    (runs / "train-e2e" / "data").mkdir(parents=True)
-    shutil.copy(folder.root / "data" / "train.jsonl", runs / "train-e2e" / "data" / "train.jsonl")
+    # the harvest's outputs and its manifest record: train starts from a finished harvest
+    shutil.copytree(folder.data_dir, runs / "train-e2e" / folder.data_dir.name)
+    shutil.copy(folder.manifest_path, runs / "train-e2e" / folder.manifest_path.name)
     recipe_path = folder.read_manifest()["recipe"]["path"]
     env = {**os.environ, "BASTION_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -122,9 +118,10 @@ def test_sigint_stops_training_cleanly(trained: tuple[RunFolder, dict], tmp_path
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     text = (seen + out).decode()
-    assert proc.returncode == 1
-    assert "training interrupted" in text and "--resume" in text and "Traceback" not in text.split("axolotl")[0]
+    assert proc.returncode == 130
+    assert "training interrupted" in text and "Traceback" not in text.split("axolotl")[0]
+    assert f"bastion train {recipe_path} --resume" in text  # the real recipe, not a placeholder
     manifest = json.loads((runs / "train-e2e" / "manifest.json").read_text())
-    assert manifest["stages"]["train"]["status"] == "failed"
+    assert manifest["stages"]["train"]["status"] == "interrupted"
     leftover = subprocess.run(["pgrep", "-f", f"axolotl_launch {runs}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""  # no orphaned trainer

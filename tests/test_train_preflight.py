@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, record_done
 
 from bastion.errors import BadInputError, MissingResourceError
-from bastion.manifest import RunFolder
 from bastion.recipe import load_recipe
-from bastion.stages import run_stage
+from bastion.run_folder import RunFolder
+from bastion.runner import run_stage, stage_named
 
 RECORD = {
     "instruction": "Explain how security groups differ from network ACLs.",
@@ -30,23 +30,28 @@ def tiny_recipe(tmp_path: Path, **train: object) -> Path:
 
 
 def with_data(tmp_path: Path, recipe_path: Path, records: list[dict] | str) -> RunFolder:
+    """A run folder whose harvest wrote ``records`` (recorded as a successful harvest)."""
     recipe = load_recipe(recipe_path)
     folder = RunFolder.for_recipe(recipe, base=tmp_path / "runs")
-    data = folder.stage_dir("harvest") / "train.jsonl"
-    data.write_text(records if isinstance(records, str) else "".join(json.dumps(r) + "\n" for r in records))
+    folder.data_dir.mkdir(parents=True)
+    text = records if isinstance(records, str) else "".join(json.dumps(r) + "\n" for r in records)
+    folder.train_data.write_text(text)
+    record_done("harvest", recipe, folder)
     return folder
 
 
 def train(recipe_path: Path, folder: RunFolder, **options: object) -> dict:
-    return run_stage("train", load_recipe(recipe_path), folder, **options)
+    return run_stage(stage_named("train"), load_recipe(recipe_path), folder, **options)
 
 
 def test_missing_data_says_to_harvest_first(tmp_path: Path) -> None:
     path = tiny_recipe(tmp_path)
     folder = RunFolder.for_recipe(load_recipe(path), base=tmp_path / "runs")
-    with pytest.raises(MissingResourceError, match="run `bastion harvest RECIPE` first"):
+    with pytest.raises(
+        MissingResourceError, match=r"harvest has not run yet: run `bastion harvest \S*recipe.yaml` first"
+    ):
         train(path, folder)
-    assert folder.stage_entry("train")["status"] == "failed"
+    assert folder.stage_entry("train") == {}  # refused before it started
 
 
 def test_invalid_record_names_file_and_line(tmp_path: Path) -> None:
@@ -66,9 +71,9 @@ def test_all_records_too_long_fails_before_training(tmp_path: Path) -> None:
         train(path, folder)
     message = str(info.value)
     assert "all 4 samples are longer than sequence_len = 64" in message and "num_samples=0" in message
-    lengths = json.loads((folder.root / "train" / "lengths.json").read_text())
+    lengths = json.loads(folder.train_lengths.read_text())
     assert lengths["too_long"] == 4 and lengths["max_tokens"] > 64
-    assert not (folder.root / "train" / "adapter").exists()
+    assert not folder.adapter.exists()
 
 
 def test_cuda_recipe_without_gpu_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,6 +105,6 @@ def test_dry_run_prints_config_and_command_and_writes_nothing(tmp_path: Path, ca
     train(path, folder, dry_run=True)
     out = capsys.readouterr().out
     assert "adapter: qlora" in out and "chat_template: tokenizer_default" in out
-    assert "-m bastion.axolotl_launch" in out
-    assert not (folder.root / "train" / "axolotl.yaml").exists()
+    assert "-m train.axolotl_launch" in out
+    assert not folder.axolotl_config.exists()
     assert "train" not in json.loads(folder.manifest_path.read_text())["stages"]

@@ -23,13 +23,15 @@ from typing import IO, Any
 import yaml
 
 from bastion.atomic import write_jsonl, write_text
-from bastion.axolotl_config import TrainPaths, render_config
-from bastion.axolotl_launch import ERROR_PREFIX
 from bastion.chat_format import record_messages
-from bastion.errors import BadInputError, BastionError, MissingResourceError
-from bastion.manifest import RunFolder, file_sha256, package_versions
+from bastion.errors import BadInputError, MissingResourceError, ToolError
+from bastion.manifest import file_sha256, package_versions
 from bastion.models import base_model_path
-from bastion.preflight import (
+from bastion.recipe import Recipe
+from bastion.run_folder import ADAPTER_FILES, RunFolder
+from train.axolotl_config import render_config
+from train.axolotl_launch import ERROR_PREFIX
+from train.preflight import (
     GIB,
     check_disk,
     check_gated,
@@ -38,11 +40,9 @@ from bastion.preflight import (
     load_records,
     raise_problems,
 )
-from bastion.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 _METRICS = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'.*?\}")
 
 
@@ -62,9 +62,9 @@ def run_train(
     recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resume: bool = False, **_: Any
 ) -> dict[str, Any]:
     """Stage entry point: preflight, render and write the config, launch the trainer, collect the adapter."""
-    train_dir = folder.stage_dir("train")
-    paths = TrainPaths(train_dir=train_dir, messages=train_dir / "messages.jsonl")
-    data = folder.root / "data" / "train.jsonl"
+    train_dir = folder.train_dir
+    train_dir.mkdir(parents=True, exist_ok=True)
+    data = folder.require_train_data()
     records = load_records(data)
     base = base_model_path(recipe)
     gated = check_gated(recipe, base)
@@ -74,18 +74,20 @@ def run_train(
     cfg = render_config(
         recipe,
         base,
-        paths,
+        folder,
         model_type=str(model_config.get("model_type", "llama")),
         eot_token=_eot_override(base, model_config),
     )
     config_text = yaml.safe_dump(cfg, sort_keys=False)
-    resume_from = latest_checkpoint(paths.output_dir) if resume else None
-    command = launch_command(recipe, paths.config, resume_from=resume_from)
+    resume_from = latest_checkpoint(folder.train_output) if resume else None
+    command = launch_command(recipe, folder, resume_from=resume_from)
     if dry_run:
-        from bastion.axolotl_config import validate_axolotl_config
+        from train.axolotl_config import validate_axolotl_config
 
         validate_axolotl_config(cfg, recipe)
-        sys.stdout.write(f"# {paths.config} (not written: --dry-run)\n{config_text}\n# launch:\n{' '.join(command)}\n")
+        sys.stdout.write(
+            f"# {folder.axolotl_config} (not written: --dry-run)\n{config_text}\n# launch:\n{' '.join(command)}\n"
+        )
         for problem in check_packages(recipe) + check_gpu(recipe, model_config):
             log.warning("preflight: %s", problem)
         return {"dry_run": True}
@@ -95,21 +97,21 @@ def run_train(
         + check_gpu(recipe, model_config)
         + check_disk(train_dir, _checkpoint_bytes(recipe, model_config))
     )
-    write_jsonl(paths.messages, ({"messages": record_messages(r, recipe.system_prompt)} for r in records))
-    write_text(paths.config, config_text)
+    write_jsonl(folder.train_messages, ({"messages": record_messages(r, recipe.system_prompt)} for r in records))
+    write_text(folder.axolotl_config, config_text)
     if resume and resume_from is None:
-        log.warning("--resume: no checkpoint in %s yet; starting from the beginning", paths.output_dir)
-    elif not resume and paths.output_dir.exists():
-        shutil.rmtree(paths.output_dir)  # a fresh run: old checkpoints would be mixed in
+        log.warning("--resume: no checkpoint in %s yet; starting from the beginning", folder.train_output)
+    elif not resume and folder.train_output.exists():
+        shutil.rmtree(folder.train_output)  # a fresh run: old checkpoints would be mixed in
 
-    log.info("train: %d records, config %s", len(records), paths.config)
+    log.info("train: %d records, config %s", len(records), folder.axolotl_config)
     log.info("train: launching %s", " ".join(command))
     started = time.monotonic()
-    trainer = launch(command, train_dir / "train.log", cuda=recipe.train["device"] != "cpu")
+    trainer = launch(command, folder.train_log, cuda=recipe.train["device"] != "cpu", recipe_arg=folder.recipe_arg)
     wall = time.monotonic() - started
-    adapter = collect_adapter(paths)
-    lengths = json.loads((train_dir / "lengths.json").read_text()) if (train_dir / "lengths.json").is_file() else {}
-    steps = _trained_steps(paths.output_dir)
+    adapter = collect_adapter(folder)
+    lengths = json.loads(folder.train_lengths.read_text()) if folder.train_lengths.is_file() else {}
+    steps = _trained_steps(folder.train_output)
     runtime = trainer.log.summary.get("train_runtime") or wall
     tokens = trainer.log.tokens_total or _tokens_trained(recipe, lengths, steps)
     details = {
@@ -178,20 +180,20 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
-def launch_command(recipe: Recipe, config: Path, resume_from: Path | None = None) -> list[str]:
+def launch_command(recipe: Recipe, folder: RunFolder, resume_from: Path | None = None) -> list[str]:
     """``axolotl train`` with the right launcher: python for one device, accelerate for several GPUs."""
     t = recipe.train
     gpus = _gpu_count(recipe)
     module = [
         "-m",
-        "bastion.axolotl_launch",
-        str(config),
+        "train.axolotl_launch",
+        str(folder.axolotl_config),
         "--device",
         t["device"],
         "--distributed",
         t["distributed"],
         "--lengths-out",
-        str(config.parent / "lengths.json"),
+        str(folder.train_lengths),
     ]
     if t["num_gpus"]:
         module += ["--num-gpus", str(t["num_gpus"])]
@@ -225,7 +227,7 @@ class TrainerRun:
     peak_gpu_bytes: int
 
 
-def launch(command: list[str], log_path: Path, *, cuda: bool) -> TrainerRun:
+def launch(command: list[str], log_path: Path, *, cuda: bool, recipe_arg: str = "RECIPE") -> TrainerRun:
     """Run Axolotl, stream its output to the log file and the logger; SIGINT stops it cleanly."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
     env.setdefault("WANDB_MODE", "disabled")
@@ -242,10 +244,13 @@ def launch(command: list[str], log_path: Path, *, cuda: bool) -> TrainerRun:
             code = proc.wait()
         except KeyboardInterrupt:
             _stop(proc)
-            raise BastionError(
-                f"training interrupted; the log is in {log_path}. Continue from the last "
-                "checkpoint with `bastion train RECIPE --resume`"
-            ) from None
+            log.error(
+                "training interrupted; the log is in %s. Continue from the last checkpoint with "
+                "`bastion train %s --resume`",
+                log_path,
+                recipe_arg,
+            )
+            raise
         finally:
             if gpu_peak is not None:
                 gpu_peak.stop()
@@ -253,7 +258,7 @@ def launch(command: list[str], log_path: Path, *, cuda: bool) -> TrainerRun:
         raise BadInputError("\n".join(parsed.errors))
     if code != 0:
         tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace")
-        raise BastionError(f"axolotl train exited with code {code}; last lines of {log_path}:\n{tail}")
+        raise ToolError(f"axolotl train exited with code {code}; log {log_path}, last lines:\n{tail}")
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return TrainerRun(parsed, rss, gpu_peak.peak if gpu_peak else 0)
 
@@ -344,20 +349,20 @@ class _GpuPeak:
         self._thread.join(timeout=5)
 
 
-def collect_adapter(paths: TrainPaths) -> Path:
-    """Copy the final adapter (and tokenizer files) from Axolotl's output folder to ``train/adapter``."""
-    out = paths.output_dir
+def collect_adapter(folder: RunFolder) -> Path:
+    """Copy the final adapter (and tokenizer files) from Axolotl's output folder to the run's adapter folder."""
+    out = folder.train_output
     missing = [name for name in ADAPTER_FILES if not (out / name).is_file()]
     if missing:
-        raise BastionError(f"axolotl finished but {', '.join(missing)} is missing in {out}")
-    staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=paths.train_dir))
+        raise ToolError(f"axolotl finished but {', '.join(missing)} is missing in {out}; log {folder.train_log}")
+    staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=folder.train_dir))
     for item in out.iterdir():
         if item.is_file() and not item.name.startswith(("events.", "debug")):
             shutil.copy2(item, staging / item.name)
-    if paths.adapter.exists():
-        shutil.rmtree(paths.adapter)
-    staging.rename(paths.adapter)
-    return paths.adapter
+    if folder.adapter.exists():
+        shutil.rmtree(folder.adapter)
+    staging.rename(folder.adapter)
+    return folder.adapter
 
 
 def _trained_steps(output_dir: Path) -> int:

@@ -12,12 +12,12 @@ import copy
 import difflib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bastion.errors import BadInputError
 from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +32,8 @@ LAYER_CLASS = {
 }
 
 
-@dataclass(frozen=True)
-class TrainPaths:
-    """Where the rendered config points: data, caches and outputs inside ``runs/<name>/train/``."""
-
-    train_dir: Path
-    messages: Path
-
-    @property
-    def config(self) -> Path:
-        return self.train_dir / "axolotl.yaml"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.train_dir / "output"
-
-    @property
-    def prepared(self) -> Path:
-        return self.train_dir / "prepared"
-
-    @property
-    def adapter(self) -> Path:
-        return self.train_dir / "adapter"
-
-
 def render_config(
-    recipe: Recipe, base_model: str, paths: TrainPaths, *, model_type: str = "llama", eot_token: str | None = None
+    recipe: Recipe, base_model: str, folder: RunFolder, *, model_type: str = "llama", eot_token: str | None = None
 ) -> dict[str, Any]:
     """The Axolotl config for ``recipe`` (overrides from ``train.axolotl`` applied last)."""
     t = recipe.train
@@ -79,7 +55,7 @@ def render_config(
         "chat_template_kwargs": _chat_kwargs(),
         "datasets": [
             {
-                "path": str(paths.messages),
+                "path": str(folder.train_messages),
                 "ds_type": "json",
                 "type": "chat_template",
                 "field_messages": "messages",
@@ -88,8 +64,8 @@ def render_config(
                 "train_on_eos": "turn",
             }
         ],
-        "dataset_prepared_path": str(paths.prepared),
-        "output_dir": str(paths.output_dir),
+        "dataset_prepared_path": str(folder.train_prepared),
+        "output_dir": str(folder.train_output),
         "val_set_size": t["val_set_size"],
         "sequence_len": t["sequence_len"],
         "sample_packing": t["sample_packing"],
@@ -241,12 +217,6 @@ def check_override_keys(overrides: dict[str, Any], recipe: Recipe) -> None:
         raise BadInputError(
             f"{recipe.path}: " + "\n  ".join(["train.axolotl has keys Axolotl does not know:", *problems])
         )
-
-
-def capabilities_for(recipe: Recipe) -> dict[str, Any]:
-    """The hardware capabilities Axolotl validates against: the real GPU when present, else the recipe's."""
-    t = recipe.train
-    return capabilities(t["device"], t["num_gpus"], t["distributed"])
 
 
 def capabilities(device: str, num_gpus: int | None, distributed: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The training process: validate the config with Axolotl's schema, check sample lengths, then train.
 
-``bastion train`` runs this module as its subprocess (``python -m bastion.axolotl_launch CONFIG``,
+``bastion train`` runs this module as its subprocess (``python -m train.axolotl_launch CONFIG``,
 or under ``accelerate launch`` for several GPUs) instead of the ``axolotl`` command, so that the
 heavy imports (torch, transformers, axolotl) happen once, in the process that trains: the checks
 cost no extra start-up, and they still run before any GPU time is spent.
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 ERROR_PREFIX = "bastion-error: "
-log = logging.getLogger("bastion.axolotl_launch")
+log = logging.getLogger("train.axolotl_launch")
 
 
 def _fail(message: str) -> None:
@@ -77,7 +77,7 @@ def check_lengths(cfg: dict[str, Any], lengths_out: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bastion.axolotl_launch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train.axolotl_launch", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--num-gpus", type=int, default=None)
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from bastion.axolotl_config import capabilities, validate_with_axolotl
     from bastion.errors import BastionError
+    from train.axolotl_config import capabilities, validate_with_axolotl
 
     cfg = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     try:

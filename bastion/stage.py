@@ -1,0 +1,61 @@
+"""What a stage is: a name, what it reads and writes in the run folder, and its entry point.
+
+Each stage package (``harvest``, ``train``, ``evals``, ``export``) exports a ``STAGE`` object; the
+runner (``bastion.runner``) runs a list of them in data-flow order. Adding a stage is one package
+with its ``STAGE``, one entry in ``bastion.runner.STAGES`` and its recipe section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bastion.recipe import Recipe
+from bastion.run_folder import RunFolder
+
+EntryPoint = Callable[..., dict[str, Any]]
+PathsOf = Callable[[Recipe, RunFolder], list[Path]]
+
+
+def _always(_: Recipe) -> bool:
+    return True
+
+
+def _nothing(_: Recipe, __: RunFolder) -> list[Path]:
+    return []
+
+
+@dataclass(frozen=True)
+class StageOption:
+    """A command-line flag of one stage (``bastion train --dry-run``), passed to its entry point."""
+
+    flag: str  # e.g. "--dry-run"; the keyword argument is its name with dashes as underscores
+    help: str
+
+    @property
+    def keyword(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the chain.
+
+    ``reads_from`` names the earlier stages whose outputs this one reads: it starts only when each
+    of them finished successfully and its outputs are still the ones it recorded. ``inputs`` lists
+    the files and folders it reads (run-folder files, source files, task folders); with its recipe
+    ``sections`` they make its inputs hash, which decides whether a rerun can be skipped.
+    ``outputs`` are what later stages read: recorded on success, moved aside on failure.
+    """
+
+    name: str
+    help: str
+    run: EntryPoint  # (recipe, folder, **options) -> details for the manifest
+    sections: tuple[str, ...]
+    reads_from: tuple[str, ...] = ()
+    inputs: PathsOf = _nothing
+    outputs: PathsOf = _nothing
+    enabled: Callable[[Recipe], bool] = _always
+    options: tuple[StageOption, ...] = field(default_factory=tuple)

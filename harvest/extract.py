@@ -15,6 +15,7 @@ import io
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,57 @@ def _first_line(text: str) -> str:
     return ""
 
 
+def is_hidden(name: str) -> bool:
+    """A hidden file or folder name ('.git', '.env', '.ssh'); '.' and '..' are not names."""
+    return name.startswith(".") and name not in (".", "..")
+
+
+def list_local_files(root: Path, include: Sequence[str], *, allow_pdf: bool = False) -> list[Path]:
+    """The documentation files a local source reads, sorted: ``root`` itself when it is a file,
+    else the files under it matching any ``include`` glob.
+
+    Never listed: hidden files and files inside hidden folders (any name under ``root`` starting
+    with '.': ``.git``, ``.env``, ``.aws``...), types harvest does not read (``LOCAL_TYPES``),
+    PDFs unless ``allow_pdf``, and files whose real location is outside ``root`` (a symbolic
+    link out of it). Patterns that are absolute or climb out with '..' match nothing.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root] if _readable_type(root, allow_pdf) and not is_hidden(root.name) else []
+    real_root = root.resolve()
+    found: set[Path] = set()
+    for pattern in include:
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            log.warning("%s: include pattern %r skipped (absolute or climbing out with '..')", root, pattern)
+            continue
+        try:
+            matches = list(root.glob(pattern))
+        except (ValueError, NotImplementedError, OSError) as exc:
+            log.warning("%s: include pattern %r skipped (%s)", root, pattern, exc)
+            continue
+        for path in matches:
+            relative = path.relative_to(root).parts
+            if any(is_hidden(part) for part in relative) or not _readable_type(path, allow_pdf):
+                continue
+            try:
+                if path.is_file() and path.resolve().is_relative_to(real_root):
+                    found.add(path)
+            except (OSError, RuntimeError):
+                continue
+    return sorted(found)
+
+
+def _readable_type(path: Path, allow_pdf: bool) -> bool:
+    content_type = LOCAL_TYPES.get(path.suffix.lower())
+    return content_type is not None and (allow_pdf or content_type != PDF_TYPE)
+
+
 def read_local_file(path: Path, source: str) -> Document | None:
-    """A local .html/.htm/.md/.txt/.pdf file as a Document; None for other types or no text."""
+    """A local .html/.htm/.md/.txt/.pdf file as a Document; None for other types, hidden files
+    ('.env', ...) or no text."""
+    if is_hidden(path.name):
+        log.warning("%s: skipped (a hidden file is never read)", path)
+        return None
     content_type = LOCAL_TYPES.get(path.suffix.lower())
     if content_type is None:
         log.debug("%s: skipped (not one of %s)", path, ", ".join(sorted(LOCAL_TYPES)))

@@ -14,7 +14,7 @@ from evals.bank import BANK_DIR, CATEGORIES, load_jsonl, validate_mcq, validate_
 
 def test_mcq_bank_is_valid_and_large_enough() -> None:
     rows = load_jsonl(BANK_DIR / "mcq.jsonl")
-    problems, stats = validate_mcq(rows)
+    problems, stats = validate_mcq(rows, strict=True)
     assert problems == []
     assert stats["questions"] >= 200
     assert set(stats["categories"]) == set(CATEGORIES)
@@ -24,7 +24,7 @@ def test_mcq_bank_is_valid_and_large_enough() -> None:
 
 def test_open_bank_is_valid_and_large_enough() -> None:
     rows = load_jsonl(BANK_DIR / "open.jsonl")
-    problems, stats = validate_open(rows)
+    problems, stats = validate_open(rows, strict=True)
     assert problems == [] and stats["questions"] >= 50 and set(stats["categories"]) == set(CATEGORIES)
 
 
@@ -35,7 +35,7 @@ def test_validator_catches_duplicates_imbalance_and_giveaways() -> None:
     for r in bad[:20]:
         r["answer"] = "A"
     bad[1]["choices"] = ["A. x", "B. y", "C. z", "D. none of the above"]
-    problems, _ = validate_mcq(bad)
+    problems, _ = validate_mcq(bad, strict=True)
     text = "\n".join(problems)
     assert f"{rows[0]['id']}: id used 2 times" in text
     assert "near-duplicate" in text and "not balanced" in text
@@ -43,11 +43,11 @@ def test_validator_catches_duplicates_imbalance_and_giveaways() -> None:
 
 
 def test_bank_cli_exit_code(tmp_path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "evals.bank"], cwd=REPO, capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "evals.bank", "--strict"], cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
     broken = tmp_path / "mcq.jsonl"
     row = json.loads((BANK_DIR / "mcq.jsonl").read_text().splitlines()[0])
-    row.pop("rationale")
+    row.pop("answer")
     broken.write_text(json.dumps(row) + "\n")
     bad = subprocess.run(
         [sys.executable, "-m", "evals.bank", str(broken), str(BANK_DIR / "open.jsonl")],
@@ -55,4 +55,4 @@ def test_bank_cli_exit_code(tmp_path) -> None:
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "expected" in bad.stdout
+    assert bad.returncode == 2 and "missing key answer" in bad.stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from bastion.errors import MissingResourceError
+from bastion.errors import BadInputError, MissingResourceError
 from bastion.recipe import RecipeError, load_recipe, resolve_recipe_path
 
 BASE = """\
@@ -18,9 +18,13 @@ system_prompt: You are helpful.
 """
 
 
+SOURCE = "harvest:\n  sources:\n    - {name: docs, kind: web, start_urls: ['https://docs.example.com/']}\n"
+
+
 def write(tmp_path: Path, text: str) -> Path:
+    """``text`` as tmp_path/recipe.yaml; a recipe without a harvest section gets a web source."""
     path = tmp_path / "recipe.yaml"
-    path.write_text(text)
+    path.write_text(text if "\nharvest:" in text or not text.startswith("name:") else text + SOURCE)
     return path
 
 
@@ -141,3 +145,190 @@ def test_duplicate_keys_are_reported(tmp_path: Path) -> None:
         load_recipe(write(tmp_path, BASE + "train:\n  seed: 1\n  seed: 2\n"))
     (violation,) = info.value.violations
     assert violation.path == "train.seed" and violation.line == 7 and "first on line 6" in violation.message
+
+
+# -- issue 15: hostile and broken input ----------------------------------------------------------
+
+TINY = (
+    (REPO / "recipes" / "tiny-cpu.yaml")
+    .read_text(encoding="utf-8")
+    .replace("path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+)
+MCQ_ROW = {
+    "id": "q1",
+    "question": "Which is least privilege?",
+    "choices": ["Admin", "Scoped", "Root", "Shared"],
+    "answer": "B",
+}
+OPEN_ROW = {
+    "id": "o1",
+    "question": "Name a factor.",
+    "reference": "A key.",
+    "key_points": [{"point": "key", "any_of": ["key"]}],
+}
+
+
+def tiny(tmp_path: Path, old: str = "", new: str = "", name: str = "recipe.yaml") -> Path:
+    assert old in TINY
+    path = tmp_path / name
+    path.write_text(TINY.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def violations(path: Path, checks: tuple[object, ...] = ()) -> dict[str, str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, checks=list(checks))  # type: ignore[arg-type]
+    return {v.path: v.message for v in info.value.violations}
+
+
+def eval_checks() -> tuple[object, ...]:
+    from evals.recipe_checks import check_recipe
+
+    return (check_recipe,)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "needle"),
+    [
+        ("learning_rate: 0.001", "learning_rate: .nan", "train.learning_rate", ".nan (not a number)"),
+        ("timeout_seconds: 5", "timeout_seconds: .inf", "harvest.politeness.timeout_seconds", ".inf (infinity)"),
+        ("learning_rate: 0.001", "learning_rate: 2e-4", "train.learning_rate", "YAML reads 2e-4 as text"),
+        (
+            "system_prompt: You are a Cloud Security Architect. Answer precisely and practically.",
+            'system_prompt: "    "',
+            "system_prompt",
+            "blank",
+        ),
+    ],
+)
+def test_values_that_used_to_pass(tmp_path: Path, old: str, new: str, path: str, needle: str) -> None:
+    assert needle in violations(tiny(tmp_path, old, new))[path]
+
+
+def test_empty_sources_and_host_checks(tmp_path: Path) -> None:
+    served = TINY[
+        TINY.index("    - name: cloudsec-mini") : TINY.index("      max_depth: 4\n") + len("      max_depth: 4\n")
+    ]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(TINY.replace("  sources:\n" + served, "  sources: []\n"))
+    assert "at least 1 item" in violations(empty)["harvest.sources"]
+    web = "    - {name: aws, kind: web, start_urls: ['https://'], allowed_domains: ['https://docs.aws.amazon.com/']}\n"
+    found = violations(tiny(tmp_path, "  sources:\n", "  sources:\n" + web))
+    assert "has no host" in found["harvest.sources[0].start_urls[0]"]
+    assert "write 'docs.aws.amazon.com'" in found["harvest.sources[0].allowed_domains[0]"]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (TINY.replace("Architect", "Architecte sécurité").encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset"),
+        (TINY.encode("utf-16"), "UTF-16 text (byte-order mark FF FE); save it as UTF-8"),
+        (bytes(range(256)) * 4, "binary data"),
+    ],
+    ids=["latin-1", "utf-16", "binary"],
+)
+def test_undecodable_recipes_name_the_file_and_exit_2(tmp_path: Path, content: bytes, needle: str) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    with pytest.raises(BadInputError) as info:
+        load_recipe(path)
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith(str(path)) and needle in str(info.value)
+
+
+def test_hostile_files_are_refused_fast(tmp_path: Path) -> None:
+    import time
+
+    bomb = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 12)
+    )
+    unknown = "".join(f"key{i}: {i}\n" for i in range(400_000))
+    for text, needle in ((bomb, "aliases"), (unknown, "bytes, more than")):
+        path = tmp_path / "hostile.yaml"
+        path.write_text(text)
+        start = time.perf_counter()
+        with pytest.raises(BadInputError, match=needle):
+            load_recipe(path)
+        assert time.perf_counter() - start < 1.0
+
+
+def test_problems_are_capped_at_fifty(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(TINY + "".join(f"unknown{i}: 1\n" for i in range(500)))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    text = str(info.value)
+    assert len(info.value.violations) == 500 and "500 problems" in text
+    assert text.count("\n  - ") == 50 and text.endswith("... and 450 more")
+
+
+def test_yaml_booleans_get_a_hint(tmp_path: Path) -> None:
+    found = violations(tiny(tmp_path, "    min_words: 25\n", "    min_words: 25\n    languages: [en, no]\n"))
+    assert 'YAML reads an unquoted no as a boolean: quote it, "no"' in found["harvest.quality.languages[1]"]
+
+
+def test_a_climbing_source_path_is_refused(tmp_path: Path) -> None:
+    path = tiny(tmp_path, f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}", "path: ../../../../../etc")
+    assert "climbs out of the recipe's folder" in violations(path)["harvest.sources[0].path"]
+
+
+def test_eval_tasks_are_checked(tmp_path: Path) -> None:
+    path = tiny(tmp_path, "tasks: [cloudsec]", "tasks: [cloudsek, cloudsec_mcq, mmlu_computer_security, 'cloudsec_*']")
+    found = violations(path, eval_checks())
+    assert set(found) == {"eval.tasks[0]"} and "did you mean 'cloudsec'?" in found["eval.tasks[0]"]
+    load_recipe(
+        tiny(tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec, mmlu_computer_security]"), checks=list(eval_checks())
+    )
+
+
+def test_own_task_folders_are_checked(tmp_path: Path) -> None:
+    tasks = tmp_path / "mytasks" / "sub"
+    tasks.mkdir(parents=True)
+    (tasks / "mine.yaml").write_text("task: my_benchmark\ndataset_path: json\n")
+    (tasks / "group.yaml").write_text("group: my_group\ntask:\n  - my_benchmark\ntag:\n  - my_tag\n")
+    ok = tiny(tmp_path, "tasks: [cloudsec]", "tasks: [my_benchmark, my_group, my_tag]\n  task_paths: [mytasks]")
+    load_recipe(ok, checks=list(eval_checks()))
+    bad = tiny(tmp_path, "tasks: [cloudsec]", "tasks: [my_benchmrk]\n  task_paths: [mytasks, missing]", "bad.yaml")
+    found = violations(bad, eval_checks())
+    assert "did you mean 'my_benchmark'?" in found["eval.tasks[0]"]
+    assert "does not exist" in found["eval.task_paths[1]"]
+
+
+def test_eval_banks_are_checked(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "mcq.jsonl").write_text(json.dumps(MCQ_ROW) + "\n")
+    (tmp_path / "open.jsonl").write_text(json.dumps(OPEN_ROW) + "\n")
+    good = tiny(tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec]\n  banks: {mcq: mcq.jsonl, open: open.jsonl}")
+    assert load_recipe(good, checks=list(eval_checks())).eval["banks"]["mcq"] == "mcq.jsonl"
+    (tmp_path / "three.jsonl").write_text(json.dumps(dict(MCQ_ROW, choices=["a", "b", "c"])) + "\n")
+    (tmp_path / "broken.jsonl").write_text('{"id": 1,\n')
+    bad = tiny(
+        tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec]\n  banks: {mcq: three.jsonl, open: broken.jsonl}", "b.yaml"
+    )
+    found = violations(bad, eval_checks())
+    assert (
+        "scores exactly 4" in found["eval.banks.mcq"] and "broken.jsonl:1: not valid JSON" in found["eval.banks.open"]
+    )
+    missing = tiny(
+        tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec_open]\n  banks: {mcq: mcq.jsonl, open: nope.jsonl}", "m.yaml"
+    )
+    found = violations(missing, eval_checks())
+    assert "would not be used" in found["eval.banks.mcq"] and "does not exist" in found["eval.banks.open"]
+
+
+def test_stage_checks_do_not_repeat_a_malformed_field(tmp_path: Path) -> None:
+    found = violations(tiny(tmp_path, "tasks: [cloudsec]", "tasks: cloudsek"), eval_checks())
+    assert set(found) == {"eval.tasks"} and "expected array" in found["eval.tasks"]
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = TINY.replace("learning_rate: 0.001", "learning_rate: &lr 0.001")
+    text = text.replace("    num_ctx: 2048\n", "    num_ctx: 2048\n    temperature: *lr\n")
+    merged = "  tracking: {<<: &off {backend: none}, project: p}\n"
+    text = text.replace("  flash_attention: false\n", "  flash_attention: false\n" + merged)
+    path = tmp_path / "anchors.yaml"
+    path.write_text(text)
+    recipe = load_recipe(path)
+    assert recipe.export["ollama"]["temperature"] == 0.001
+    assert recipe.train["tracking"]["backend"] == "none" and recipe.train["tracking"]["project"] == "p"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -27,10 +28,17 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
     """lm-eval's gguf backend plus the chat template and a generation length."""
 
     def __init__(
-        self, base_url: str, tokenizer_path: str, max_gen_toks: int = 256, window: int = 2047, **kwargs: Any
+        self,
+        base_url: str,
+        tokenizer_path: str,
+        max_gen_toks: int = 256,
+        gguf_path: Path | None = None,
+        window: int = 2047,
+        **kwargs: Any,
     ) -> None:
         super().__init__(base_url=base_url, **kwargs)
-        self.window = window  # tokens per request of a rolling log-likelihood (the server's context - 1)
+        self.gguf_path = gguf_path
+        self.window = window  # tokens per window of a rolling log-likelihood
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -66,10 +74,16 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
         return out
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        """Log-likelihood of each whole text (the held-out pages), in windows of the server's context,
-        each token scored once, the first from BOS: as lm-eval's HF backend does it."""
+        """Log-likelihood of each whole text (the held-out pages) in windows of ``window`` tokens, each
+        token scored once and the first from BOS, as lm-eval's HF backend does it. llama-cpp-python's
+        server takes no token ids, so the GGUF is opened in this process for these requests."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        from bastion.gguf_model import open_gguf, token_logprobs
+
+        if self.gguf_path is None:
+            raise ToolError("rolling log-likelihood on a GGUF needs its path (ChatGGUFLM(gguf_path=...))")
+        llm = open_gguf(self.gguf_path, n_ctx=self.window + 1)
         out = []
         for (text,) in [r.args for r in requests]:
             tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -78,9 +92,8 @@ class ChatGGUFLM(GGUFLM):  # type: ignore[misc]
             )
             total = 0.0
             for context, continuation in map(make_disjoint_window, windows):
-                request = {"prompt": [*context, *continuation], "max_tokens": 1, "echo": True, "logprobs": 1}
-                values = self._post(request)["choices"][0]["logprobs"]["token_logprobs"]
-                total += float(sum(values[len(context) : len(context) + len(continuation)]))
+                scores = token_logprobs(llm, [*context, *continuation])  # position i scores token i + 1
+                total += float(scores[len(context) - 1 :].sum())
             out.append(total)
         return out
 

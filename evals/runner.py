@@ -241,7 +241,9 @@ def run_gguf_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]
     log.info("eval-gguf: %s through llama-cpp-python's server", gguf.name)
     extra = ["--logits_all", "True", "--n_threads", "2"]
     with loopback_server(gguf, extra=extra) as base_url:
-        lm = ChatGGUFLM(base_url=base_url, tokenizer_path=str(merged), max_gen_toks=recipe.eval["max_gen_tokens"])
+        lm = ChatGGUFLM(
+            base_url=base_url, tokenizer_path=str(merged), max_gen_toks=recipe.eval["max_gen_tokens"], gguf_path=gguf
+        )
         samples = save_run(evaluate_model(lm, recipe, folder, task_manager), folder.gguf_eval_dir)
     report = build_gguf_report(recipe, folder, gguf, per_question(tuned), per_question(samples))
     log.info("eval-gguf: report in %s", folder.gguf_eval_report_md)

@@ -12,6 +12,7 @@ from typing import Any
 
 from bastion.atomic import write_json, write_text
 from bastion.errors import ToolError
+from bastion.gguf_model import open_gguf
 from bastion.models import base_model_path
 from bastion.recipe import Recipe
 from bastion.run_folder import RunFolder
@@ -120,7 +121,7 @@ def verify_export(recipe: Recipe, reference: verify.Reference, first: Path, quan
     """Everything export/verify.py checks, with pass/fail against the recipe's thresholds."""
     budget = recipe.export["perplexity_tokens"]
     n_ctx = verify.context_needed(reference, budget)
-    llm = verify.open_gguf(first, n_ctx=n_ctx)
+    llm = open_gguf(first, n_ctx=n_ctx)
     agreements = verify.compare_f16(llm, reference)
     metadata = dict(llm.metadata)
     texts = reference.held_out
@@ -150,7 +151,7 @@ def verify_export(recipe: Recipe, reference: verify.Reference, first: Path, quan
     }
     del llm
     for name, path in quants.items():
-        qllm = verify.open_gguf(path, n_ctx=n_ctx)
+        qllm = open_gguf(path, n_ctx=n_ctx)
         ppl[path.name] = verify.perplexity(qllm, texts, budget)
         result.setdefault("quant_file_types", {})[name] = _model_desc(qllm)
         del qllm

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bastion.chat_format import prompt_messages, record_messages, render_ids, render_text
+from bastion.gguf_model import gguf_logits
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ LOGIT_TOLERANCE = 0.05
 #: GGUFs on the same tokens needs hundreds, not thousands
 PPL_TOKENS = 512
 EOT = "<|eot_id|>"
-
-
-def open_gguf(path: Path, n_ctx: int = 512) -> Any:
-    """A llama-cpp-python model with all logits kept (for comparisons and perplexity)."""
-    from llama_cpp import Llama
-
-    threads = max(1, min(os.cpu_count() or 1, 8))
-    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0, n_threads=threads)
 
 
 @dataclass
@@ -67,13 +58,6 @@ def hf_greedy(model: Any, prompt_ids: list[int], new_tokens: int) -> tuple[list[
     sequence = out.sequences[0].tolist()
     logits = torch.cat([step[:1] for step in out.logits]).float().numpy()
     return sequence, logits
-
-
-def gguf_logits(llm: Any, tokens: list[int]) -> np.ndarray:
-    """llama.cpp's logits for every position of ``tokens``: a view, valid until the next eval."""
-    llm.reset()
-    llm.eval(tokens)
-    return np.asarray(llm.scores[: len(tokens)], dtype=np.float32)
 
 
 def gguf_greedy(llm: Any, prompt_ids: list[int], new_tokens: int) -> list[int]:

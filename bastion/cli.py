@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -83,22 +84,31 @@ def _report_error(ctx: click.Context, message: str) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line (for log collectors).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BASTION_RUNS",
+    help="Folder of the run folders (default: ./runs; env BASTION_RUNS).",
+)
 @click.version_option(package_name="bastion", prog_name="bastion")
 @click.pass_context
-def main(ctx: click.Context, verbose: bool, log_json: bool, debug: bool) -> None:
+def main(ctx: click.Context, verbose: bool, log_json: bool, debug: bool, runs_dir: Path | None) -> None:
     """Bastion: turn documentation into a domain-expert LLM from one YAML recipe.
 
     Stages: harvest -> train -> eval -> export -> eval-gguf. Each reads the recipe and the earlier
     stages' files in runs/<name>/ and can be rerun alone.
     """
     setup_logging(verbose=verbose, log_json=log_json)
+    if runs_dir is not None:
+        os.environ["BASTION_RUNS"] = str(runs_dir.resolve())  # bastion.paths.runs_dir and child processes
     ctx.ensure_object(dict).update(debug=debug, log_json=log_json)
 
 
-def _load(recipe: str) -> Any:
+def _load(recipe: str, stages: list[Stage] | None = None) -> Any:
+    """Load and validate a recipe, with the checks of ``stages`` (default: every stage's)."""
     from bastion.recipe import load_recipe
 
-    return load_recipe(recipe)
+    return load_recipe(recipe, checks=[s.check for s in (STAGES if stages is None else stages) if s.check])
 
 
 def _folder(recipe: Any) -> Any:
@@ -121,7 +131,7 @@ def _stage_command(stage: Stage) -> click.Command:
     def command(recipe: str, **options: Any) -> None:
         from bastion.runner import run_stage
 
-        r = _load(recipe)
+        r = _load(recipe, [stage])
         run_stage(stage, r, _folder(r), **options)
 
     params: list[click.Parameter] = [click.Argument(["recipe"])]
@@ -142,9 +152,10 @@ def serve(recipe: str, quant: str | None, host: str, port: int) -> None:
     """Serve RECIPE's exported GGUF with llama-cpp-python's OpenAI-compatible server."""
     from bastion.run_folder import default_gguf_kind
     from export.runtime import serve as run_server
+    from export.runtime import verified_gguf
 
-    r = _load(recipe)
-    gguf = _folder(r).require_gguf(quant or default_gguf_kind(r))
+    r = _load(recipe, [])
+    gguf = verified_gguf(_folder(r), quant or default_gguf_kind(r))
     sys.exit(
         run_server(
             gguf,
@@ -163,9 +174,10 @@ def chat(recipe: str, quant: str | None) -> None:
     """Chat with RECIPE's exported GGUF in the terminal (the recipe's system prompt, the GGUF's template)."""
     from bastion.run_folder import default_gguf_kind
     from export.runtime import chat as run_chat
+    from export.runtime import verified_gguf
 
-    r = _load(recipe)
-    gguf = _folder(r).require_gguf(quant or default_gguf_kind(r))
+    r = _load(recipe, [])
+    gguf = verified_gguf(_folder(r), quant or default_gguf_kind(r))
     run_chat(gguf, r.system_prompt, n_ctx=r.export["ollama"]["num_ctx"], temperature=r.export["ollama"]["temperature"])
 
 

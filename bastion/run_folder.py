@@ -44,6 +44,36 @@ def recipe_argument(recipe: Recipe) -> str:
     return recipe.path.name if recipe.path.parent == RECIPES_DIR else str(recipe.path)
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file (unreadable header, data cut short), or None.
+
+    The format: an 8-byte little-endian header length, a JSON header giving each tensor's byte
+    range, then the data; a file shorter than the largest range's end was truncated.
+    """
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if length <= 0 or 8 + length > size:
+                return f"not a safetensors file or truncated ({size} bytes, header of {length})"
+            header = json.loads(handle.read(length))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        return f"unreadable safetensors header ({exc})"
+    needed = 8 + length + max(ends, default=0)
+    if size < needed:
+        return f"truncated: {size} bytes where its header needs {needed}"
+    return None
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two base-model references (hub ids or local folders) name the same model."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
 def default_gguf_kind(recipe: Recipe) -> str:
     """The GGUF that serve, chat and the GGUF evaluation use: the Modelfile's quantisation, else the first
     quantisation, else the converter's output type."""
@@ -249,12 +279,27 @@ class RunFolder:
             raise MissingResourceError(f"no held-out pages {self.heldout}: {self._rerun('harvest')}")
         return self.heldout
 
-    def require_adapter(self) -> Path:
-        """The trained adapter folder with its weights and config, or an actionable error."""
+    def require_adapter(self, base_model: str | None = None) -> Path:
+        """The trained adapter folder, checked before any model runs: its weights and config exist, the
+        weights file is complete, and (given ``base_model``) it was trained on that base model."""
         missing = [name for name in ADAPTER_FILES if not (self.adapter / name).is_file()]
         if missing:
             raise MissingResourceError(
                 f"no adapter in {self.adapter} ({', '.join(missing)} missing): {self._rerun('train')}"
+            )
+        weights, config_path = (self.adapter / name for name in ADAPTER_FILES)
+        problem = safetensors_problem(weights)
+        if problem:
+            raise BadInputError(f"{weights}: {problem}; train again with `bastion train {self.recipe_arg}`")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            trained_on = str(config["base_model_name_or_path"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInputError(f"{config_path}: not a peft adapter config ({exc})") from None
+        if base_model is not None and not same_model(trained_on, base_model):
+            raise BadInputError(
+                f"{config_path}: the adapter was trained on '{trained_on}', but the recipe's base model is "
+                f"'{base_model}'; train again with `bastion train {self.recipe_arg}`"
             )
         return self.adapter
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion.recipe import Recipe
+from bastion.recipe import Recipe, RecipeCheck
 from bastion.run_folder import RunFolder
 
 EntryPoint = Callable[..., dict[str, Any]]
@@ -48,6 +48,8 @@ class Stage:
     the files and folders it reads (run-folder files, source files, task folders); with its recipe
     ``sections`` they make its inputs hash, which decides whether a rerun can be skipped.
     ``outputs`` are what later stages read: recorded on success, moved aside on failure.
+    ``check`` validates what the stage needs of the recipe beyond the schema (files it names, eval
+    task names, Axolotl keys) without a GPU or model weights; ``bastion validate`` runs every stage's.
     """
 
     name: str
@@ -59,3 +61,4 @@ class Stage:
     outputs: PathsOf = _nothing
     enabled: Callable[[Recipe], bool] = _always
     options: tuple[StageOption, ...] = field(default_factory=tuple)
+    check: RecipeCheck | None = None

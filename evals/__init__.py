@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bastion.recipe import Recipe
+from bastion.recipe import PathParts, Recipe
 from bastion.run_folder import RunFolder, default_gguf_kind
 from bastion.stage import Stage
 
@@ -22,6 +22,12 @@ def _run_gguf(recipe: Recipe, folder: RunFolder, **options: Any) -> dict[str, An
     from evals.runner import run_gguf_eval
 
     return run_gguf_eval(recipe, folder, **options)
+
+
+def _check(data: dict[str, Any], recipe_path: Path) -> list[tuple[PathParts, str]]:
+    from evals.recipe_checks import check_recipe
+
+    return check_recipe(data, recipe_path)
 
 
 def _task_files(recipe: Recipe) -> list[Path]:
@@ -65,6 +71,7 @@ STAGE = Stage(
     reads_from=("harvest", "train"),
     inputs=_inputs,
     outputs=_outputs,
+    check=_check,
 )
 
 GGUF_STAGE = Stage(

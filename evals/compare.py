@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bastion.atomic import write_json, write_text
 from bastion.manifest import now_iso
 from bastion.recipe import Recipe
@@ -50,6 +52,7 @@ def build_report(recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[s
     excluded = set(overlap) if e["decontaminate"] else set()
     tasks: dict[str, Any] = {}
     domain = _domains(runs.get("base", {}), tuned, e)
+    titles = task_titles(recipe)
     for task, rows in tuned.items():
         if task in domain:
             continue
@@ -57,7 +60,7 @@ def build_report(recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[s
         entry: dict[str, Any] = {"questions": len(rows), "excluded": sorted(set(rows) & excluded), "metrics": {}}
         for metric in _metrics_of(rows):
             entry["metrics"][metric] = _compare_metric(metric, base_rows, rows, excluded, e)
-        tasks[task] = entry
+        tasks[task] = entry | ({"title": titles[task]} if task in titles else {})
     summary = {task: {m: _row(v["overall"]) for m, v in t["metrics"].items()} for task, t in tasks.items()}
     summary |= {task: {"bits_per_byte": _row(d["bits_per_byte"])} for task, d in domain.items()}
     report = {
@@ -85,7 +88,7 @@ def build_report(recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[s
         "commands": commands,
     }
     write_json(folder.eval_report_json, report)
-    png = _plot(tasks, folder.eval_plot)
+    png = _plot(tasks, domain, folder.eval_plot)
     write_text(folder.eval_report_md, render_markdown(report, png.name if png else None))
     return report
 
@@ -248,7 +251,7 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
         lines += _domain_lines(task, d)
     for task, t in report["tasks"].items():
         lines += [
-            f"## {task}",
+            f"## {t.get('title', task)}",
             "",
             f"{t['questions']} questions; {len(t['excluded'])} excluded as overlapping the training data.",
             "",
@@ -260,7 +263,7 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
                 "| category | n | base | tuned | diff | 95% CI | p | verdict |",
                 "|---|---:|---:|---:|---:|---|---:|---|",
             ]
-            for name, row in [("**all**", m["overall"]), *sorted(m["by_category"].items())]:
+            for name, row in [("**all**", m["overall"]), *_categories(m)]:
                 ci = "-" if row["ci_low"] is None else f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
                 p = "-" if row["p_value"] is None else f"{row['p_value']:.3f}"
                 lines.append(
@@ -284,6 +287,22 @@ def render_markdown(report: dict[str, Any], png: str | None) -> str:
     for name, cmd in report["commands"].items():
         lines += [f"{name}:", "", "```bash", cmd, "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _categories(metric: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The per-category rows; none when the bank has no categories (its one category is 'all')."""
+    by_category = metric["by_category"]
+    return [] if set(by_category) <= {"all"} else sorted(by_category.items())
+
+
+def task_titles(recipe: Recipe) -> dict[str, str]:
+    """Report titles: a task fed by a bank of the recipe's own is named after that bank."""
+    titles = {}
+    for kind, task in (("mcq", "cloudsec_mcq"), ("open", "cloudsec_open")):
+        bank = recipe.eval["banks"].get(kind)
+        if bank:
+            titles[task] = f"{Path(bank).stem} ({task} on {Path(bank).name})"
+    return titles
 
 
 def _domain_lines(task: str, d: dict[str, Any]) -> list[str]:
@@ -323,7 +342,9 @@ def domain_sentence(report: dict[str, Any]) -> str | None:
     return None
 
 
-def _plot(tasks: dict[str, Any], path: Path) -> Path | None:
+def _plot(tasks: dict[str, Any], domain: dict[str, Any], path: Path) -> Path | None:
+    """Bars of tuned - base per category (with 95% CIs), one panel per task and metric, and for the
+    held-out domain text the bits per byte of each page, base beside tuned."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,11 +356,13 @@ def _plot(tasks: dict[str, Any], path: Path) -> Path | None:
         for metric, m in t["metrics"].items()
         if metric in ("acc", "key_point_coverage") and m["overall"]["diff"] is not None
     ]
-    if not panels:
+    pages = [(task, d) for task, d in domain.items() if d["bits_per_byte"]["base"] is not None]
+    if not panels and not pages:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), dpi=100, squeeze=False)
-    for ax, (task, metric, m) in zip(axes[:, 0], panels, strict=True):
-        rows = [("all", m["overall"]), *sorted(m["by_category"].items())]
+    fig, axes = plt.subplots(len(panels) + len(pages), 1, figsize=(9, 3.2 * (len(panels) + len(pages))), dpi=100)
+    axes = list(np.atleast_1d(axes))
+    for ax, (task, metric, m) in zip(axes, panels, strict=False):
+        rows = [("all", m["overall"]), *_categories(m)]
         names = [n for n, _ in rows]
         diffs = [100 * r["diff"] for _, r in rows]
         low = [100 * (r["diff"] - r["ci_low"]) for _, r in rows]
@@ -353,6 +376,20 @@ def _plot(tasks: dict[str, Any], path: Path) -> Path | None:
         ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(f"tuned - base ({metric}, points)")
         ax.set_title(f"{task}: difference with 95% CI")
+    for ax, (task, d) in zip(axes[len(panels) :], pages, strict=True):
+        docs = sorted(d["per_document"].items())
+        x = np.arange(len(docs))
+        ax.bar(x - 0.2, [v["base_bits_per_byte"] for _, v in docs], width=0.4, color="#78909c", label="base")
+        ax.bar(x + 0.2, [v["tuned_bits_per_byte"] for _, v in docs], width=0.4, color="#2e7d32", label="tuned")
+        labels = [url.rstrip("/").rsplit("/", 1)[-1][:28] for url, _ in docs]
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("bits per byte (lower is better)")
+        b = d["bits_per_byte"]
+        ax.set_title(
+            f"{task}: held-out pages, tuned - base {b['diff']:+.3f} bits/byte, 95% CI [{b['ci_low']:+.3f}, "
+            f"{b['ci_high']:+.3f}]"
+        )
+        ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)

@@ -6,7 +6,7 @@
   lm-eval's ``TaskManager(include_path=..., include_defaults=False)`` indexes). A name found only
   among lm-eval's own tasks (``mmlu_computer_security``, ``wmdp_cyber``) is accepted with a note:
   the runner falls back to lm-eval's full index for it, and its data comes from the Hugging Face
-  hub at eval time (FACTS.md). Shell-style patterns (``mmlu_*``) must match a known name;
+  hub at eval time (they cannot run offline). Shell-style patterns (``mmlu_*``) must match a known name;
 - ``eval.banks``: each file exists and passes ``evals.bank``'s general rules, with the four
   options the ``cloudsec_mcq`` task scores; a bank no listed task reads is refused.
 """

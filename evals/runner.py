@@ -142,8 +142,14 @@ def reproduce_command(recipe: Recipe, folder: RunFolder, base: str, adapter: Pat
 
 def evaluate_model(lm: Any, recipe: Recipe, folder: RunFolder, task_manager: Any) -> dict[str, Any]:
     """One lm-eval run with the shared settings."""
+    import lm_eval.evaluator
     from lm_eval import simple_evaluate
 
+    from bastion.manifest import git_commit
+
+    # lm-eval runs `git describe` in the current directory and lets git print "fatal: not a git
+    # repository" outside a checkout; record Bastion's own commit instead, quietly
+    lm_eval.evaluator.get_git_commit_hash = git_commit
     s = lm_eval_settings(recipe, folder)
     result: dict[str, Any] = simple_evaluate(model=lm, task_manager=task_manager, **s)
     return result
@@ -178,9 +184,9 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     """Stage entry point: the base model, then the same weights with the adapter, then the report."""
     from evals.compare import build_report
 
-    adapter = folder.require_adapter()
-    folder.eval_dir.mkdir(parents=True, exist_ok=True)
     base = base_model_path(recipe)
+    adapter = folder.require_adapter(base)
+    folder.eval_dir.mkdir(parents=True, exist_ok=True)
     device = eval_device(recipe)
 
     import torch

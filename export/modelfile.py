@@ -1,6 +1,6 @@
 """The Ollama Modelfile: the GGUF, the Llama 3.1 chat format as a Go TEMPLATE, the system prompt, stops.
 
-One prompt format end to end (DESIGN.md): the prompt Ollama builds from this Modelfile must be the
+One prompt format end to end: the prompt Ollama builds from this Modelfile must be the
 string the model was trained on, i.e. the Hugging Face chat template rendered by
 :func:`bastion.chat_format.render_text` (date pinned by ``CHAT_TEMPLATE_KWARGS``). The tests render
 :func:`ollama_template` with Go's ``text/template`` the way Ollama does and compare it, byte for
@@ -44,7 +44,8 @@ from typing import Any
 from bastion.chat_format import CHAT_TEMPLATE_KWARGS
 from bastion.errors import BadInputError
 
-#: What Ollama must stop on for Llama 3.x (FACTS.md): the turn delimiters and the end of turn.
+#: What Ollama must stop on for Llama 3.x (its own llama3 template stops on these): the turn delimiters
+#: and the end of turn.
 STOP_TOKENS: tuple[str, ...] = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
 #: The token the HF template starts with and the Ollama template leaves out (the tokenizer adds it).

@@ -31,10 +31,10 @@ def run_export(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     process merges the adapter; while it converts, the merged model computes the reference answers
     the verification compares the f16 GGUF with.
     """
-    adapter = folder.require_adapter()
+    base = base_model_path(recipe)
+    adapter = folder.require_adapter(base)
     out = folder.export_dir
     out.mkdir(parents=True, exist_ok=True)
-    base = base_model_path(recipe)
     timings: dict[str, float] = {}
     with ConverterProcess(folder.convert_log, base_model=base) as converter:
         t0 = time.monotonic()

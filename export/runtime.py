@@ -13,8 +13,31 @@ import click
 
 from bastion.errors import BadInputError
 from bastion.llama_server import server_command, stop
+from bastion.manifest import file_sha256
+from bastion.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
+
+
+def verified_gguf(folder: RunFolder, kind: str) -> Path:
+    """The exported GGUF of ``kind``, checked before anything runs it: a GGUF file, the checksum that
+    SHA256SUMS lists for it (when the export wrote one), and llama.cpp loads its vocabulary."""
+    path = folder.require_gguf(kind)
+    rebuild = f"export again with `bastion export {folder.recipe_arg} --force`"
+    if folder.sha256sums.is_file():
+        listed = dict(
+            reversed(line.split(None, 1)) for line in folder.sha256sums.read_text().splitlines() if line.strip()
+        )
+        expected = listed.get(path.name)
+        if expected is not None and file_sha256(path) != expected.strip():
+            raise BadInputError(f"{path} does not match its checksum in {folder.sha256sums}; {rebuild}")
+    from llama_cpp import Llama
+
+    try:
+        Llama(model_path=str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise BadInputError(f"llama.cpp cannot load {path} ({exc}); {rebuild}") from None
+    return path
 
 
 def serve(gguf: Path, *, host: str, port: int, n_ctx: int, alias: str) -> int:

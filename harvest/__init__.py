@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bastion.recipe import Recipe
+from bastion.recipe import Recipe, source_path_violations
 from bastion.run_folder import RunFolder
 from bastion.stage import Stage
 
@@ -36,4 +36,5 @@ STAGE = Stage(
     sections=("harvest", "train.sequence_len"),  # sequence_len bounds a record's length
     inputs=_inputs,
     outputs=_outputs,
+    check=source_path_violations,
 )

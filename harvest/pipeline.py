@@ -36,11 +36,11 @@ from bastion.paths import SCHEMAS_DIR
 from bastion.recipe import Recipe
 from bastion.run_folder import RunFolder
 from harvest.dedup import Deduper, DedupResult
-from harvest.extract import Document, extract_html, extract_pdf, read_local_file
+from harvest.extract import Document, extract_html, extract_pdf, list_local_files, read_local_file
 from harvest.gates import QualityGates
 from harvest.instructions import Instruction, instruction_diversity, make_instruction
 from harvest.report import write_report
-from harvest.sections import Section, chunk_section, split_sections
+from harvest.sections import Section, chunk_sections, split_sections
 from harvest.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ class PageProcessor:
 
     def document_chunks(self, doc: Document) -> list[Section]:
         sections = split_sections(doc, self.chunking["min_heading_level"])
-        chunks: list[Section] = []
-        for section in sections:
-            chunks += chunk_section(section, self.max_tokens, self.chunking["overlap_tokens"], self.count_tokens)
-        return chunks
+        return chunk_sections(sections, self.max_tokens, self.chunking["overlap_tokens"], self.count_tokens)
 
     def verdict(self, text: str, language: tuple[str, float]) -> tuple[int, str | None, str]:
         """(passed, reason, metrics as JSON) of the gates on a chunk of a page in ``language``."""
@@ -346,10 +343,7 @@ def harvest_local(
     root = recipe.resolve_path(source["path"] or "")
     if not root.exists():
         raise MissingResourceError(f"{recipe.path}: source '{source['name']}': path {root} does not exist")
-    files = [root] if root.is_file() else sorted({p for g in source["include"] for p in root.glob(g) if p.is_file()})
-    if not source["allow_pdf"]:
-        files = [p for p in files if p.suffix.lower() != ".pdf"]
-    files = files[: source["max_pages"]]
+    files = list_local_files(root, source["include"], allow_pdf=source["allow_pdf"])[: source["max_pages"]]
     done = {row[0] for row in store.conn.execute("SELECT path FROM local_files WHERE source = ?", (source["name"],))}
     todo = [path for path in files if str(path) not in done]
     for start in range(0, len(todo), LOCAL_BATCH):
@@ -385,7 +379,8 @@ def choose_heldout(recipe: Recipe, store: ChunkStore) -> list[str]:
     pages = store.conn.execute("SELECT DISTINCT source, url FROM chunks WHERE passed = 1 ORDER BY url").fetchall()
     urls = [url for _, url in pages]
     keys = {url: split_key(recipe, source, url) for source, url in pages}
-    rank = {url: int(hashlib.sha256(f"{cfg['seed']}:{keys[url]}".encode()).hexdigest()[:16], 16) / 2**64 for url in urls}
+    digests = {url: hashlib.sha256(f"{cfg['seed']}:{keys[url]}".encode()).hexdigest() for url in urls}
+    rank = {url: int(digest[:16], 16) / 2**64 for url, digest in digests.items()}  # uniform in [0, 1)
     chosen = sorted(url for url in urls if rank[url] < cfg["fraction"])
     if cfg["fraction"] > 0 and not chosen and len(urls) > 1:
         chosen = [min(urls, key=rank.__getitem__)]

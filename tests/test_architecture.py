@@ -1,4 +1,4 @@
-"""The layering and the run-folder rule, checked on the source (see DESIGN.md).
+"""The layering and the run-folder rule, checked on the source.
 
 - stage packages (harvest, train, evals, export) never import one another;
 - the core (bastion/, except the CLI and the runner on top) imports no stage package;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -168,9 +169,34 @@ def test_serve_answers_an_openai_chat_request(exported: tuple[RunFolder, Path]) 
         assert reply is not None, "no answer from bastion serve"
         assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["role"] == "assistant"
         assert reply["usage"]["completion_tokens"] >= 1
+        proc.terminate()  # SIGTERM, as a service manager stops it
+        assert proc.wait(timeout=60) == 0
+        left = subprocess.run(["pgrep", "-f", f"llama_cpp.server.*--port {port}"], capture_output=True, text=True)
+        assert left.stdout.strip() == "", "bastion serve left its llama.cpp server running"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        subprocess.run(["pkill", "-f", f"llama_cpp.server.*--port {port}"], check=False)
+
+
+def test_serve_refuses_a_gguf_that_does_not_match_its_checksum(
+    exported: tuple[RunFolder, Path], tmp_path: Path
+) -> None:
+    folder, recipe_path = exported
+    copy = RunFolder(tmp_path / "runs" / folder.root.name)
+    shutil.copytree(folder.export_dir, copy.export_dir, ignore=shutil.ignore_patterns("merged"))
+    gguf = copy.gguf("q4_k_m")
+    data = bytearray(gguf.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the tensor data
+    gguf.write_bytes(bytes(data))
+    env = {**os.environ, "BASTION_RUNS": str(copy.root.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bastion", "serve", str(recipe_path)], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "does not match its checksum" in proc.stderr and "bastion export" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_missing_adapter_is_a_clear_error(tmp_path: Path) -> None:

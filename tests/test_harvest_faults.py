@@ -99,6 +99,7 @@ harvest:
   sources:
     - {{name: faulty, kind: web, start_urls: ["{site.url("/")}"], max_depth: 2, max_pages: 50}}
   quality: {{min_chars: 150, min_words: 25}}
+  heldout: {{fraction: 0}}  # every page that survives the faults is checked below
   output: {{min_records: 5}}
 train: {{device: cpu, sequence_len: 512, precision: fp32, flash_attention: false, optimizer: adamw_torch}}
 """

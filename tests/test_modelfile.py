@@ -1,4 +1,4 @@
-"""The Ollama Modelfile renders the exact prompt the model was trained on (DESIGN.md: one prompt format).
+"""The Ollama Modelfile renders the exact prompt the model was trained on (one prompt format end to end).
 
 The TEMPLATE is executed by Go's ``text/template`` through ``tests/go/render_template.go``, which
 does what Ollama's server does before rendering (Modelfile SYSTEM prepended, same-role messages

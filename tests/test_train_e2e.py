@@ -125,3 +125,14 @@ def test_sigint_stops_training_cleanly(trained: tuple[RunFolder, dict], tmp_path
     assert manifest["stages"]["train"]["status"] == "interrupted"
     leftover = subprocess.run(["pgrep", "-f", f"axolotl_launch {runs}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""  # no orphaned trainer
+
+
+def test_resume_of_a_finished_run_keeps_max_steps_and_the_first_loss(trained: tuple[RunFolder, dict]) -> None:
+    folder, details = trained
+    recipe = load_recipe(folder.read_manifest()["recipe"]["path"])
+    log_size = folder.train_log.stat().st_size
+    again = run_stage(stage_named("train"), recipe, folder, resume=True)
+    assert again["steps"] == recipe.train["max_steps"] == 5  # no step past max_steps
+    assert folder.train_log.stat().st_size == log_size  # nothing was launched
+    assert again["first_train_loss"] == pytest.approx(details["first_train_loss"])  # the run's, not a segment's
+    assert folder.stage_entry("train")["status"] == "ok"

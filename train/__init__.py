@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bastion.recipe import Recipe
+from bastion.recipe import PathParts, Recipe
 from bastion.run_folder import RunFolder
 from bastion.stage import Stage, StageOption
 
@@ -14,6 +14,16 @@ def _run(recipe: Recipe, folder: RunFolder, **options: Any) -> dict[str, Any]:
     from train.pipeline import run_train
 
     return run_train(recipe, folder, **options)
+
+
+def _check(data: dict[str, Any], recipe_path: Path) -> list[tuple[PathParts, str]]:
+    """Keys of ``train.axolotl`` that Axolotl does not know (it would drop them silently)."""
+    overrides = data["train"].get("axolotl") or {}
+    if not overrides:
+        return []  # importing Axolotl's schema takes seconds: only when there is something to check
+    from train.axolotl_config import override_key_problems
+
+    return override_key_problems(overrides)
 
 
 def _inputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
@@ -32,6 +42,7 @@ STAGE = Stage(
     reads_from=("harvest",),
     inputs=_inputs,
     outputs=_outputs,
+    check=_check,
     options=(
         StageOption("--dry-run", "Print the rendered Axolotl config and launch command; run nothing."),
         StageOption("--resume", "Continue from the last checkpoint in the run's train/output folder."),

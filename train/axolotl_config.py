@@ -1,6 +1,6 @@
 """Render a recipe into an Axolotl config and validate it with Axolotl's own schema.
 
-Axolotl silently drops keys it does not know (FACTS.md), so every key of the recipe's
+Axolotl silently drops keys it does not know (its pydantic config ignores extras), so every key of the recipe's
 ``train.axolotl`` overrides is checked against Axolotl's pydantic models first, with a
 did-you-mean, and the rendered config is then validated by ``axolotl.utils.config.validate_config``
 before any GPU time is spent.
@@ -107,7 +107,7 @@ def render_config(
     else:
         cfg["lora_target_modules"] = list(target)
     if cpu:
-        # Axolotl auto-enables Triton LoRA kernels that assert CUDA (FACTS.md)
+        # Axolotl auto-enables Triton LoRA kernels that assert CUDA
         cfg.update(lora_mlp_kernel=False, lora_qkv_kernel=False, lora_o_kernel=False)
     if eot_token:
         cfg["eot_tokens"] = [eot_token]
@@ -193,26 +193,32 @@ def known_axolotl_keys() -> dict[str, set[str]]:
     }
 
 
-def check_override_keys(overrides: dict[str, Any], recipe: Recipe) -> None:
-    """Refuse any key in ``train.axolotl`` that Axolotl's schema does not know."""
+def override_key_problems(overrides: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """``(path, message)`` for each key of ``train.axolotl`` that Axolotl's schema does not know."""
     if not overrides:
-        return
+        return []
     known = known_axolotl_keys()
-    problems: list[str] = []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
 
-    def check(keys: Any, allowed: set[str], where: str) -> None:
+    def check(keys: Any, allowed: set[str], where: tuple[str | int, ...]) -> None:
         for key in keys:
             if key not in allowed:
                 hint = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
                 guess = f"; did you mean '{hint[0]}'?" if hint else ""
-                problems.append(f"{where}.{key}: unknown Axolotl key (Axolotl would drop it silently){guess}")
+                problems.append(((*where, key), f"unknown Axolotl key (Axolotl would drop it silently){guess}"))
 
-    check(overrides, known["top"], "train.axolotl")
+    check(overrides, known["top"], ("train", "axolotl"))
     for i, entry in enumerate(overrides.get("datasets") or []):
         if isinstance(entry, dict):
-            check(entry, known["datasets"], f"train.axolotl.datasets[{i}]")
+            check(entry, known["datasets"], ("train", "axolotl", "datasets", i))
     if isinstance(overrides.get("fsdp_config"), dict):
-        check(overrides["fsdp_config"], known["fsdp_config"], "train.axolotl.fsdp_config")
+        check(overrides["fsdp_config"], known["fsdp_config"], ("train", "axolotl", "fsdp_config"))
+    return problems
+
+
+def check_override_keys(overrides: dict[str, Any], recipe: Recipe) -> None:
+    """Refuse any key in ``train.axolotl`` that Axolotl's schema does not know."""
+    problems = [f"{'.'.join(map(str, path))}: {message}" for path, message in override_key_problems(overrides)]
     if problems:
         raise BadInputError(
             f"{recipe.path}: " + "\n  ".join(["train.axolotl has keys Axolotl does not know:", *problems])

@@ -105,11 +105,19 @@ def run_train(
         shutil.rmtree(folder.train_output)  # a fresh run: old checkpoints would be mixed in
 
     log.info("train: %d records, config %s", len(records), folder.axolotl_config)
-    log.info("train: launching %s", " ".join(command))
     started = time.monotonic()
-    trainer = launch(command, folder.train_log, cuda=recipe.train["device"] != "cpu", recipe_arg=folder.recipe_arg)
+    if resume and _finished(recipe, folder):
+        steps_done = recipe.train["max_steps"]
+        log.info("train: --resume: the run already reached max_steps = %d; nothing left to train", steps_done)
+        trainer = TrainerRun(TrainLog(), 0, 0)
+    else:
+        log.info("train: launching %s", " ".join(command))
+        trainer = launch(command, folder.train_log, cuda=recipe.train["device"] != "cpu", recipe_arg=folder.recipe_arg)
     wall = time.monotonic() - started
     adapter = collect_adapter(folder)
+    # the whole run's losses (a resumed run's log holds only its own segment)
+    losses = _logged(folder.train_output, "loss") or trainer.log.losses
+    eval_losses = _logged(folder.train_output, "eval_loss") or trainer.log.eval_losses
     lengths = json.loads(folder.train_lengths.read_text()) if folder.train_lengths.is_file() else {}
     steps = _trained_steps(folder.train_output)
     runtime = trainer.log.summary.get("train_runtime") or wall
@@ -121,9 +129,9 @@ def run_train(
         "records": len(records),
         "records_too_long": lengths.get("too_long"),
         "steps": steps,
-        "first_train_loss": trainer.log.losses[0] if trainer.log.losses else None,
-        "final_train_loss": trainer.log.losses[-1] if trainer.log.losses else None,
-        "final_eval_loss": trainer.log.eval_losses[-1] if trainer.log.eval_losses else None,
+        "first_train_loss": losses[0] if losses else None,
+        "final_train_loss": losses[-1] if losses else None,
+        "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens else None,
         "wall_seconds": round(wall, 1),
         "seconds_to_first_step": trainer.log.first_step_seconds,
@@ -365,12 +373,28 @@ def collect_adapter(folder: RunFolder) -> Path:
     return folder.adapter
 
 
-def _trained_steps(output_dir: Path) -> int:
+def _trainer_state(output_dir: Path) -> dict[str, Any]:
+    """The Hugging Face trainer's state of the newest checkpoint (or the output folder), or {}."""
     ckpt = latest_checkpoint(output_dir)
     state = (ckpt / "trainer_state.json") if ckpt else output_dir / "trainer_state.json"
-    if state.is_file():
-        return int(json.loads(state.read_text()).get("global_step", 0))
-    return 0
+    loaded: dict[str, Any] = json.loads(state.read_text()) if state.is_file() else {}
+    return loaded
+
+
+def _trained_steps(output_dir: Path) -> int:
+    return int(_trainer_state(output_dir).get("global_step", 0))
+
+
+def _logged(output_dir: Path, key: str) -> list[float]:
+    """Every value of ``key`` the trainer logged, in order, across resumed segments."""
+    return [float(entry[key]) for entry in _trainer_state(output_dir).get("log_history", []) if key in entry]
+
+
+def _finished(recipe: Recipe, folder: RunFolder) -> bool:
+    """A resumed run that already trained ``max_steps`` and saved its final adapter."""
+    max_steps = recipe.train["max_steps"]
+    saved = all((folder.train_output / name).is_file() for name in ADAPTER_FILES)
+    return bool(max_steps) and saved and _trained_steps(folder.train_output) >= max_steps
 
 
 def _tokens_trained(recipe: Recipe, lengths: dict[str, Any], steps: int) -> float:

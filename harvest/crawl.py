@@ -181,7 +181,11 @@ def extract_links(html: str, base_url: str) -> list[str]:
 
 def parse_sitemap(body: bytes) -> tuple[list[str], list[str]]:
     """``(page URLs, child sitemap URLs)`` of a sitemap, sitemap index, gzipped sitemap or plain
-    text list. Entities and network access are disabled (no XXE)."""
+    text list. Entities and network access are disabled (no XXE).
+
+    The crawler fetches sitemaps itself (politeness, robots.txt, address checks), so trafilatura's
+    ``sitemap_search``, which fetches with its own downloader, does not fit; a ``<loc>`` is a child
+    sitemap when its parent element is ``<sitemap>`` (not by its file extension)."""
     if body[:2] == b"\x1f\x8b":
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(body)) as gz:

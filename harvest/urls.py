@@ -1,8 +1,9 @@
 """URL rules of the crawler: normalisation, crawler traps, scope, schemes and network addresses.
 
-Every function is pure except :func:`address_refusal`, which resolves the host name. A refusal is a
-short reason string (``off_domain``, ``trap_calendar``, ``private_address``...) that ends up in the
-crawl state and the harvest report; ``None`` means the URL passes.
+Every function is pure except :func:`resolve_host` and :func:`address_refusal`, which resolve the
+host name. A refusal is a short reason string (``off_domain``, ``trap_calendar``,
+``private_address``...) that ends up in the crawl state and the harvest report; ``None`` means the
+URL passes. courlan's ``is_not_crawlable`` names login and contact pages.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def normalize_url(url: str, base: str | None = None) -> str:
     normalises percent-encoding and sorts the query by parameter name. Non-http(s) URLs come back
     with only their scheme lowercased, so that :func:`scheme_refusal` can name them.
     Raises :class:`UrlError` for strings that are not URLs.
+
+    Not ``courlan.normalize_url``: the crawler needs one string per page, and courlan's keeps the
+    fragment and ``.``/``..`` segments (the same page twice), keeps ``;jsessionid=`` (encoded), leaves
+    ``%7e`` as is, decodes IDNA hosts to Unicode and drops parameters such as ``ref`` or
+    ``source`` that select a different page on documentation sites (``?ref=v2``).
     """
     raw = (url or "").strip()
     if not raw:

@@ -8,11 +8,11 @@ to it, so the tasks work from any directory. Bring your own bank with
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import datasets
+from rouge_score import rouge_scorer
 
 BANK = Path(__file__).resolve().parent / "bank"
 LETTERS = "ABCD"
@@ -57,25 +57,12 @@ def key_point_coverage(answer: str, key_points: list[dict[str, Any]]) -> float:
     return hits / len(key_points) if key_points else 0.0
 
 
-_WORD = re.compile(r"[a-z0-9]+")
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"])  # lowercase [a-z0-9]+ tokens, no stemming
 
 
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 on lowercase word tokens (longest common subsequence)."""
-    a, b = _WORD.findall(candidate.lower()), _WORD.findall(reference.lower())
-    if not a or not b:
-        return 0.0
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b, start=1):
-            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(a), lcs / len(b)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 (longest common subsequence) of ``rouge_score``."""
+    return float(_ROUGE.score(reference, candidate)["rougeL"].fmeasure)
 
 
 def score_open(doc: dict[str, Any], results: list[str]) -> dict[str, float]:

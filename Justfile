@@ -28,6 +28,10 @@ validate recipe=recipe:
 harvest recipe=recipe:
     {{bastion}} harvest {{quote(trim_start_match(recipe, "recipe="))}}
 
+# Have a teacher model write grounded question-answer pairs from the harvested chunks (synth.enabled).
+synth recipe=recipe:
+    {{bastion}} synth {{quote(trim_start_match(recipe, "recipe="))}}
+
 # Fine-tune the base model with Axolotl (QLoRA/LoRA).
 train recipe=recipe:
     {{bastion}} train {{quote(trim_start_match(recipe, "recipe="))}}
@@ -44,7 +48,7 @@ export recipe=recipe:
 eval-gguf recipe=recipe:
     {{bastion}} eval-gguf {{quote(trim_start_match(recipe, "recipe="))}}
 
-# Run every stage in order (harvest, train, eval, export, eval-gguf), skipping those that are up to date.
+# Run every stage in order (harvest, synth, train, eval, export, eval-gguf), skipping those that are up to date.
 all recipe=recipe:
     {{bastion}} all {{quote(trim_start_match(recipe, "recipe="))}}
 
@@ -60,7 +64,7 @@ chat recipe=recipe:
 test *args:
     {{python}} -m ruff check .
     {{python}} -m ruff format --check .
-    {{python}} -m mypy bastion harvest train evals export
+    {{python}} -m mypy bastion harvest synth train evals export
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {{python}} -m pytest {{args}}
 
 # Run the benchmarks under bench/ (each prints a ratio measured side by side).

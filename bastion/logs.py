@@ -13,9 +13,17 @@ _SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "MLFLOW_TR
 _TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
 
 
+_EXTRA_SECRET_ENV: set[str] = set()  # variables named by a recipe (e.g. synth.teacher.api_key_env)
+
+
+def register_secret_env(name: str) -> None:
+    """Treat the value of environment variable ``name`` as a secret from now on (redacted everywhere)."""
+    _EXTRA_SECRET_ENV.add(name)
+
+
 def redact(text: str) -> str:
     """Replace secrets (HF tokens and the values of secret environment variables) by ``***``."""
-    for name in _SECRET_ENV:
+    for name in (*_SECRET_ENV, *sorted(_EXTRA_SECRET_ENV)):
         value = os.environ.get(name)
         if value and len(value) >= 4:
             text = text.replace(value, "***")

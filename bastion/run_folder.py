@@ -4,6 +4,8 @@
 runs/<name>/
   manifest.json        recipe hash, versions, commit; per stage: status, timings, inputs and outputs hashes
   data/                harvest: train.jsonl, sources.jsonl, heldout.jsonl, quality.json/.md, state.sqlite
+  synth/               synth: train.jsonl (teacher pairs + extractive mix), provenance.jsonl, report.json/.md,
+                       cache.sqlite (every teacher reply; kept when the stage fails)
   train/               axolotl.yaml, messages.jsonl, train.log, output/ (checkpoints), adapter/
   eval/                base/, tuned/ (lm-eval results and samples), report.json/.md, comparison.png
   export/              merged/, <name>-<kind>.gguf, Modelfile, README.md, verification.json, SHA256SUMS, logs
@@ -74,6 +76,11 @@ def same_model(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
+def synth_enabled(recipe: Recipe) -> bool:
+    """Whether the recipe turns teacher synthesis on (then train reads synth's pairs)."""
+    return bool((recipe.data.get("synth") or {}).get("enabled"))
+
+
 def default_gguf_kind(recipe: Recipe) -> str:
     """The GGUF that serve, chat and the GGUF evaluation use: the Modelfile's quantisation, else the first
     quantisation, else the converter's output type."""
@@ -129,6 +136,38 @@ class RunFolder:
     def harvest_state(self) -> Path:
         """The harvest's SQLite checkpoint (resume after a kill)."""
         return self.data_dir / "state.sqlite"
+
+    # -- synth --------------------------------------------------------------------------------
+    @property
+    def synth_dir(self) -> Path:
+        return self.root / "synth"
+
+    @property
+    def synth_pairs(self) -> Path:
+        """Alpaca JSONL written by synth: the teacher's kept pairs and the extractive mix."""
+        return self.synth_dir / "train.jsonl"
+
+    @property
+    def synth_provenance(self) -> Path:
+        """Provenance of each record of ``synth_pairs``, line by line."""
+        return self.synth_dir / "provenance.jsonl"
+
+    @property
+    def synth_cache(self) -> Path:
+        """Every teacher reply, keyed by chunk, prompt template, teacher settings and seed (SQLite)."""
+        return self.synth_dir / "cache.sqlite"
+
+    @property
+    def synth_report_json(self) -> Path:
+        return self.synth_dir / "report.json"
+
+    @property
+    def synth_report_md(self) -> Path:
+        return self.synth_dir / "report.md"
+
+    def training_records(self, recipe: Recipe) -> Path:
+        """The Alpaca JSONL train reads: synth's pairs when ``synth.enabled``, else harvest's records."""
+        return self.synth_pairs if synth_enabled(recipe) else self.train_data
 
     # -- train --------------------------------------------------------------------------------
     @property
@@ -272,6 +311,14 @@ class RunFolder:
         if not self.train_data.is_file():
             raise MissingResourceError(f"no training data {self.train_data}: {self._rerun('harvest')}")
         return self.train_data
+
+    def require_training_records(self, recipe: Recipe) -> Path:
+        """``training_records(recipe)``, or a MissingResourceError naming the stage that writes it."""
+        path = self.training_records(recipe)
+        if not path.is_file():
+            stage = "synth" if synth_enabled(recipe) else "harvest"
+            raise MissingResourceError(f"no training data {path}: {self._rerun(stage)}")
+        return path
 
     def require_heldout(self) -> Path:
         """``heldout``, or a MissingResourceError naming the command that makes it."""

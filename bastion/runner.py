@@ -18,6 +18,7 @@ from typing import Any
 import evals
 import export
 import harvest
+import synth
 import train
 from bastion.errors import BastionError, StaleStageError
 from bastion.manifest import fingerprint
@@ -28,7 +29,7 @@ from bastion.stage import Stage
 log = logging.getLogger(__name__)
 
 #: Every stage, in data-flow order.
-STAGES: list[Stage] = [harvest.STAGE, train.STAGE, evals.STAGE, export.STAGE, evals.GGUF_STAGE]
+STAGES: list[Stage] = [harvest.STAGE, synth.STAGE, train.STAGE, evals.STAGE, export.STAGE, evals.GGUF_STAGE]
 
 
 def stage_named(name: str) -> Stage:

@@ -37,8 +37,8 @@ def _task_files(recipe: Recipe) -> list[Path]:
 
 
 def _inputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
-    # train.jsonl: questions overlapping the training data are excluded (decontamination)
-    return [folder.adapter, folder.train_data, *_task_files(recipe)]
+    # the training records: questions overlapping them are excluded (decontamination)
+    return [folder.adapter, folder.training_records(recipe), *_task_files(recipe)]
 
 
 def _outputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
@@ -52,7 +52,12 @@ def _outputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
 
 
 def _gguf_inputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
-    return [folder.gguf(default_gguf_kind(recipe)), folder.eval_run("tuned"), folder.train_data, *_task_files(recipe)]
+    return [
+        folder.gguf(default_gguf_kind(recipe)),
+        folder.eval_run("tuned"),
+        folder.training_records(recipe),
+        *_task_files(recipe),
+    ]
 
 
 def _gguf_outputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
@@ -68,7 +73,7 @@ STAGE = Stage(
     help="Evaluate the base and the tuned model with lm-evaluation-harness and report the difference.",
     run=_run,
     sections=("eval",),
-    reads_from=("harvest", "train"),
+    reads_from=("harvest", "synth", "train"),
     inputs=_inputs,
     outputs=_outputs,
     check=_check,

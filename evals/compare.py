@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from bastion.atomic import write_json, write_text
+from bastion.decontam import record_text
 from bastion.manifest import now_iso
 from bastion.recipe import Recipe
 from bastion.run_folder import RunFolder
@@ -25,12 +26,12 @@ PRIMARY = ("acc", "key_point_coverage", "exact_match", "rouge_l")
 BINARY = {"acc", "exact_match"}
 
 
-def _train_texts(folder: RunFolder) -> list[str]:
-    path = folder.train_data
+def _train_texts(recipe: Recipe, folder: RunFolder) -> list[str]:
+    path = folder.training_records(recipe)
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [f"{r['instruction']}\n{r.get('input', '')}\n{r['output']}" for r in rows]
+    return [record_text(r) for r in rows]
 
 
 def _metrics_of(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -41,7 +42,7 @@ def _metrics_of(rows: dict[str, dict[str, Any]]) -> list[str]:
 def _excluded(recipe: Recipe, folder: RunFolder, rows: ModelRows) -> dict[str, int]:
     """Questions that share an n-gram with the training data: question id -> shared n-grams."""
     docs = [row["doc"] for task in rows.values() for row in task.values()]
-    return contaminated(_train_texts(folder), docs, n=recipe.eval["decontamination_ngram"])
+    return contaminated(_train_texts(recipe, folder), docs, n=recipe.eval["decontamination_ngram"])
 
 
 def build_report(recipe: Recipe, folder: RunFolder, runs: Runs, commands: dict[str, str]) -> dict[str, Any]:

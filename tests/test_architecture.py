@@ -1,6 +1,6 @@
 """The layering and the run-folder rule, checked on the source.
 
-- stage packages (harvest, train, evals, export) never import one another;
+- stage packages (harvest, synth, train, evals, export) never import one another;
 - the core (bastion/, except the CLI and the runner on top) imports no stage package;
 - only bastion/run_folder.py joins run-folder path strings;
 - the runner's list holds every stage package's STAGE, in data-flow order.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-STAGE_PACKAGES = ("harvest", "train", "evals", "export")
+STAGE_PACKAGES = ("harvest", "synth", "train", "evals", "export")
 ROOF = {"bastion/cli.py", "bastion/runner.py", "bastion/__main__.py"}
 RUN_FOLDER = "bastion/run_folder.py"
 # file names inside a model folder, not the run folder's layout (a base model has a config.json too)
@@ -98,11 +98,12 @@ def test_the_stage_list_holds_every_stage_in_data_flow_order() -> None:
     import evals
     import export
     import harvest
+    import synth
     import train
     from bastion.runner import STAGES
 
-    assert [s.name for s in STAGES] == ["harvest", "train", "eval", "export", "eval-gguf"]
-    assert STAGES == [harvest.STAGE, train.STAGE, evals.STAGE, export.STAGE, evals.GGUF_STAGE]
+    assert [s.name for s in STAGES] == ["harvest", "synth", "train", "eval", "export", "eval-gguf"]
+    assert STAGES == [harvest.STAGE, synth.STAGE, train.STAGE, evals.STAGE, export.STAGE, evals.GGUF_STAGE]
     seen: set[str] = set()
     for stage in STAGES:
         assert set(stage.reads_from) <= seen, f"{stage.name} reads from a later stage"

@@ -1,4 +1,4 @@
-"""Train: recipe + harvested records -> Axolotl config (validated by Axolotl) -> ``axolotl train`` -> adapter."""
+"""Train: recipe + training records (harvest's, or synth's pairs) -> Axolotl config (validated by Axolotl) -> ``axolotl train`` -> adapter."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _check(data: dict[str, Any], recipe_path: Path) -> list[tuple[PathParts, str
 
 
 def _inputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
-    return [folder.train_data]
+    return [folder.training_records(recipe)]  # synth's pairs when synth is enabled, else harvest's records
 
 
 def _outputs(recipe: Recipe, folder: RunFolder) -> list[Path]:
@@ -39,7 +39,7 @@ STAGE = Stage(
     help="Fine-tune RECIPE's base model with Axolotl (QLoRA/LoRA) on the harvested data.",
     run=_run,
     sections=("train",),
-    reads_from=("harvest",),
+    reads_from=("harvest", "synth"),
     inputs=_inputs,
     outputs=_outputs,
     check=_check,

@@ -64,7 +64,7 @@ def run_train(
     """Stage entry point: preflight, render and write the config, launch the trainer, collect the adapter."""
     train_dir = folder.train_dir
     train_dir.mkdir(parents=True, exist_ok=True)
-    data = folder.require_train_data()
+    data = folder.require_training_records(recipe)
     records = load_records(data)
     base = base_model_path(recipe)
     gated = check_gated(recipe, base)

@@ -207,7 +207,7 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     if not recipe.harvest["sources"]:
         raise BadInputError(f"{recipe.path}: harvest.sources is empty; add at least one source")
     folder.data_dir.mkdir(parents=True, exist_ok=True)
-    count_tokens = TokenCounter(load_tokenizer(recipe))  # exact counts, fast for byte-level BPE
+    count_tokens = TokenCounter(load_tokenizer(recipe))  # exact counts, by the tokenizer itself
     processor = PageProcessor(recipe, count_tokens, max_record_tokens(recipe, count_tokens))
     state_path = folder.harvest_state
     store = ChunkStore(state_path)
@@ -400,17 +400,19 @@ def choose_heldout(recipe: Recipe, store: ChunkStore) -> list[str]:
 
 
 def split_key(recipe: Recipe, source: str, url: str) -> str:
-    """What the held-out split hashes for a page: for local and served folders the source's name and
-    the file's path inside it (not where the folder sits on disk, nor the loopback port), else the URL."""
+    """What the held-out split hashes for a page: the source's name and, for local and served folders,
+    the file's path inside it (not where the folder sits on disk, nor the loopback port), else the
+    URL's host, path and query (not its scheme or port)."""
     kinds = {s["name"]: s for s in recipe.harvest["sources"]}
     config = kinds.get(source, {})
     if config.get("kind") == "local" and url.startswith("file://"):
         root = recipe.resolve_path(config["path"] or "")
         path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
         return f"{source}:{path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name}"
+    parts = urllib.parse.urlsplit(url)
     if config.get("kind") == "served":
-        return f"{source}:{urllib.parse.urlsplit(url).path}"
-    return url
+        return f"{source}:{parts.path}"
+    return f"{source}:{parts.hostname}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
 class HeldoutOverlap:

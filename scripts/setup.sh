@@ -36,6 +36,8 @@ echo "setup: fetching llama.cpp's converter and vocabularies (pinned llama-cpp-p
 .venv/bin/python -m bastion.vendor
 echo "setup: building the tiny test model (cached)"
 .venv/bin/python -m bastion.tiny_model
+echo "setup: caching the keys of Axolotl's config schema (recipe validation)"
+.venv/bin/python -c "from train.axolotl_config import known_axolotl_keys; known_axolotl_keys()"
 # Go: tests/test_modelfile.py runs the Ollama TEMPLATE with Go's text/template, as Ollama does.
 if ! command -v go >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

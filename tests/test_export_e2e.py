@@ -70,7 +70,9 @@ def test_verification_figures(exported: tuple[RunFolder, Path]) -> None:
     assert ratios["export-e2e-f16.gguf"] == 1.0
     assert 0.95 < ratios["export-e2e-q8_0.gguf"] < 1.05 and 0.9 < ratios["export-e2e-q4_k_m.gguf"] < 1.2
     assert v["quant_file_types"]["q4_k_m"].endswith("Q4_K - Medium")
-    assert v["perplexity_tokens"] == 512 and v["held_out_texts"] == 4
+    # perplexity is measured on the harvest's held-out pages, never on training records
+    pages = folder.heldout.read_text().splitlines()
+    assert v["perplexity_tokens"] == 512 and v["held_out_texts"] == len(pages) >= 1
     timings = v["timings_seconds"]
     assert {"merge", "reference_answers", "convert", "quantize", "verify"} <= set(timings)
     steps = timings["merge"] + timings["convert"] + timings["quantize"] + timings["verify"]

@@ -18,9 +18,9 @@ def _run(recipe: Recipe, folder: RunFolder, **options: Any) -> dict[str, Any]:
 
 def _check(data: dict[str, Any], recipe_path: Path) -> list[tuple[PathParts, str]]:
     """Keys of ``train.axolotl`` that Axolotl does not know (it would drop them silently)."""
-    overrides = data["train"].get("axolotl") or {}
-    if not overrides:
-        return []  # importing Axolotl's schema takes seconds: only when there is something to check
+    overrides = data["train"].get("axolotl")
+    if not overrides or not isinstance(overrides, dict):
+        return []  # the schema reports a non-mapping; importing Axolotl's schema takes seconds
     from train.axolotl_config import override_key_problems
 
     return override_key_problems(overrides)
@@ -46,5 +46,17 @@ STAGE = Stage(
     options=(
         StageOption("--dry-run", "Print the rendered Axolotl config and launch command; run nothing."),
         StageOption("--resume", "Continue from the last checkpoint in the run's train/output folder."),
+        StageOption(
+            "--node-rank",
+            "This node's rank, 0 to train.nodes - 1, in a multi-node run (default: SLURM_NODEID or NODE_RANK).",
+            type=int,
+            envvar=("SLURM_NODEID", "NODE_RANK"),
+        ),
+        StageOption(
+            "--rendezvous",
+            "HOST:PORT of node 0 in a multi-node run, or of the Ray head with train.launcher 'ray' "
+            "(default: Slurm's first node, or MASTER_ADDR:MASTER_PORT).",
+            type=str,
+        ),
     ),
 )

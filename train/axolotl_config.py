@@ -112,6 +112,10 @@ def render_config(
     if eot_token:
         cfg["eot_tokens"] = [eot_token]
     cfg.update(_distributed(t["distributed"], model_type))
+    if t["launcher"] == "ray":
+        from train.launchers import node_plan, ray_settings
+
+        cfg.update(ray_settings(node_plan(recipe, environ={})))
     cfg.update(_tracking(recipe))
     overrides = t["axolotl"]
     check_override_keys(overrides, recipe)
@@ -181,16 +185,31 @@ def _known_keys(model: Any) -> set[str]:
 
 
 def known_axolotl_keys() -> dict[str, set[str]]:
-    """Keys Axolotl's schema knows: top level, dataset entries, fsdp_config."""
+    """Keys Axolotl's schema knows: top level, dataset entries, fsdp_config.
+
+    Importing Axolotl's schema takes seconds, so the keys are kept in the cache folder per Axolotl
+    version (``scripts/setup.sh`` fills it); ``bastion validate`` then answers at once.
+    """
+    import importlib.metadata
+    import json
+
+    from bastion.atomic import write_json
+    from bastion.paths import cache_dir
+
+    cached = cache_dir() / f"axolotl-keys-{importlib.metadata.version('axolotl')}.json"
+    if cached.is_file():
+        return {name: set(keys) for name, keys in json.loads(cached.read_text(encoding="utf-8")).items()}
     from axolotl.utils.schemas.config import AxolotlInputConfig
     from axolotl.utils.schemas.datasets import SFTDataset
     from axolotl.utils.schemas.fsdp import FSDPConfig
 
-    return {
+    keys = {
         "top": _known_keys(AxolotlInputConfig),
         "datasets": _known_keys(SFTDataset),
         "fsdp_config": _known_keys(FSDPConfig),
     }
+    write_json(cached, {name: sorted(values) for name, values in keys.items()})
+    return keys
 
 
 def override_key_problems(overrides: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

@@ -1,4 +1,5 @@
-"""Train: recipe + training records (harvest's, or synth's pairs) -> Axolotl config (validated by Axolotl) -> ``axolotl train`` -> adapter."""
+"""Train: recipe + training records (harvest's, or synth's pairs) -> Axolotl config (validated by
+Axolotl) -> ``axolotl train`` -> adapter."""
 
 from __future__ import annotations
 

@@ -40,8 +40,6 @@ CATEGORIES = (
     "logging_ir",
 )
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-#: options the cloudsec_mcq task scores (its doc_to_choice is A-D): a bank used there needs four
-TASK_CHOICES = 4
 MCQ_REQUIRED = ("id", "question", "choices", "answer")
 OPEN_REQUIRED = ("id", "question", "reference", "key_points")
 MCQ_KEYS = {"id", "category", "difficulty", "question", "choices", "answer", "rationale"}
@@ -280,7 +278,7 @@ def validate_mcq(
     """Problems in a multiple-choice bank, and its statistics.
 
     ``strict``: Bastion's authoring rules too. ``choices``: the number of options each question
-    must have (the cloudsec_mcq task scores :data:`TASK_CHOICES`); None: two or more.
+    must have; None: two or more (the cloudsec_mcq task scores any number up to 26).
     """
     problems: list[str] = []
     for label, row, found in _common(rows, MCQ_REQUIRED):

@@ -26,7 +26,7 @@ from typing import Any
 from bastion.atomic import write_text
 from bastion.paths import cache_dir
 from bastion.recipe import PathParts, path_problem, resolve_in
-from evals.bank import TASK_CHOICES, check_bank
+from evals.bank import check_bank
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def check_recipe(data: dict[str, Any], recipe_path: Path) -> list[tuple[PathPart
         if not target.is_file():
             out.append((where, f"got {value!r}: {target} {'is not a file' if target.exists() else 'does not exist'}"))
             continue
-        problems = check_bank(target, kind, choices=TASK_CHOICES if kind == "mcq" else None)
+        problems = check_bank(target, kind)
         out += [(where, f"{target}: {p}") for p in problems[:MAX_BANK_PROBLEMS]]
         if len(problems) > MAX_BANK_PROBLEMS:
             out.append((where, f"{target}: ... and {len(problems) - MAX_BANK_PROBLEMS} more (python -m evals.bank)"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from evals.bank import BANK_DIR, TASK_CHOICES, BankFileError, check_bank, load_jsonl, validate_mcq, validate_open
+from evals.bank import BANK_DIR, BankFileError, check_bank, load_jsonl, validate_mcq, validate_open
 
 # a published-benchmark style bank: its own categories and keys, no rationale, "All of the above",
 # every answer 'A' and the correct option the longest: valid for the tasks, not Bastion's style
@@ -146,13 +146,20 @@ def test_general_rules() -> None:
     assert "key_points[0] needs any_of" in text and "o-2: reference is blank" in text
 
 
-def test_the_cloudsec_task_needs_four_options(tmp_path: Path) -> None:
-    three = [dict(r, choices=r["choices"][:3]) for r in PUBLISHED]
-    path = bank(tmp_path, three)
-    assert check_bank(path, "mcq") == []
-    problems = check_bank(path, "mcq", choices=TASK_CHOICES)
+def test_the_cloudsec_task_scores_banks_of_any_number_of_options(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cloudsec_utils", BANK_DIR.parent / "utils.py")
+    assert spec is not None and spec.loader is not None
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    three = [dict(r, choices=r["choices"][:3], answer="C") for r in PUBLISHED]
+    assert check_bank(bank(tmp_path, three), "mcq") == []
+    assert utils.mcq_choices(three[0]) == ["A", "B", "C"] and utils.mcq_target(three[0]) == 2
+    prompt = utils.mcq_prompt(three[0])
+    assert "\nC. " in prompt and "\nD. " not in prompt
+    problems = check_bank(bank(tmp_path, three, "three.jsonl"), "mcq", choices=4)  # a fixed count, when asked
     assert problems and all("scores exactly 4" in p for p in problems)
-    assert check_bank(bank(tmp_path, PUBLISHED, "four.jsonl"), "mcq", choices=TASK_CHOICES) == []
 
 
 def test_the_validator_never_crashes_on_odd_rows() -> None:

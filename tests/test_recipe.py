@@ -301,15 +301,14 @@ def test_eval_banks_are_checked(tmp_path: Path) -> None:
     (tmp_path / "open.jsonl").write_text(json.dumps(OPEN_ROW) + "\n")
     good = tiny(tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec]\n  banks: {mcq: mcq.jsonl, open: open.jsonl}")
     assert load_recipe(good, checks=list(eval_checks())).eval["banks"]["mcq"] == "mcq.jsonl"
-    (tmp_path / "three.jsonl").write_text(json.dumps(dict(MCQ_ROW, choices=["a", "b", "c"])) + "\n")
+    # three options are fine; an answer that is not among them is not
+    (tmp_path / "three.jsonl").write_text(json.dumps(dict(MCQ_ROW, choices=["a", "b", "c"], answer="D")) + "\n")
     (tmp_path / "broken.jsonl").write_text('{"id": 1,\n')
     bad = tiny(
         tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec]\n  banks: {mcq: three.jsonl, open: broken.jsonl}", "b.yaml"
     )
     found = violations(bad, eval_checks())
-    assert (
-        "scores exactly 4" in found["eval.banks.mcq"] and "broken.jsonl:1: not valid JSON" in found["eval.banks.open"]
-    )
+    assert "answer" in found["eval.banks.mcq"] and "broken.jsonl:1: not valid JSON" in found["eval.banks.open"]
     missing = tiny(
         tmp_path, "tasks: [cloudsec]", "tasks: [cloudsec_open]\n  banks: {mcq: mcq.jsonl, open: nope.jsonl}", "m.yaml"
     )

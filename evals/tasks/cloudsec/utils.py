@@ -15,7 +15,7 @@ import datasets
 from rouge_score import rouge_scorer
 
 BANK = Path(__file__).resolve().parent / "bank"
-LETTERS = "ABCD"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # option letters; a bank's question may have 2 to 26 options
 
 
 def _load(default: str, override: str | None) -> datasets.DatasetDict:
@@ -34,9 +34,14 @@ def load_open(**kwargs: Any) -> datasets.DatasetDict:
     return _load("open.jsonl", kwargs.get("open_bank"))
 
 
+def mcq_choices(doc: dict[str, Any]) -> list[str]:
+    """The letters of this question's options (A-D for four options, A-B for two ...)."""
+    return list(LETTERS[: len(doc["choices"])])
+
+
 def mcq_prompt(doc: dict[str, Any]) -> str:
     """Question, lettered options, then 'Answer:'."""
-    options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, doc["choices"], strict=True))
+    options = "\n".join(f"{letter}. {choice}" for letter, choice in zip(mcq_choices(doc), doc["choices"], strict=True))
     return f"Question: {doc['question']}\n{options}\nAnswer with the letter of the correct option.\nAnswer:"
 
 

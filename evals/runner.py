@@ -142,17 +142,22 @@ def reproduce_command(recipe: Recipe, folder: RunFolder, base: str, adapter: Pat
 
 def evaluate_model(lm: Any, recipe: Recipe, folder: RunFolder, task_manager: Any) -> dict[str, Any]:
     """One lm-eval run with the shared settings."""
-    import lm_eval.evaluator
     from lm_eval import simple_evaluate
 
-    from bastion.manifest import git_commit
-
-    # lm-eval runs `git describe` in the current directory and lets git print "fatal: not a git
-    # repository" outside a checkout; record Bastion's own commit instead, quietly
-    lm_eval.evaluator.get_git_commit_hash = git_commit
+    quiet_git_hash()
     s = lm_eval_settings(recipe, folder)
     result: dict[str, Any] = simple_evaluate(model=lm, task_manager=task_manager, **s)
     return result
+
+
+def quiet_git_hash() -> None:
+    """lm-eval records ``git describe`` of the current directory and lets git print "fatal: not a git
+    repository" outside a checkout; have it record Bastion's own commit instead, quietly."""
+    import lm_eval.evaluator
+
+    from bastion.manifest import git_commit
+
+    lm_eval.evaluator.get_git_commit_hash = git_commit
 
 
 def save_run(result: dict[str, Any], out: Path) -> dict[str, list[dict[str, Any]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,43 @@ def test_exit_waits_for_a_running_thread(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "done").read_text() == "1"
+
+
+def test_runs_dir_option_and_environment_choose_the_run_folder(tmp_path: Path) -> None:
+    from bastion.paths import runs_dir
+
+    env = {k: v for k, v in os.environ.items() if k != "BASTION_RUNS"}
+    script = "import bastion.cli as c, sys; sys.argv = ['bastion', *sys.argv[1:]]; c.run()"
+    for args, expected in (
+        (["--runs-dir", str(tmp_path / "a"), "eval", "tiny-cpu.yaml"], tmp_path / "a"),
+        (["eval", "tiny-cpu.yaml"], tmp_path / "b"),
+    ):
+        run_env = env if "--runs-dir" in args else {**env, "BASTION_RUNS": str(tmp_path / "b")}
+        proc = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=tmp_path,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 3 and "harvest has not run yet" in proc.stderr, proc.stderr  # refused, but
+        assert (expected / "tiny-cpu" / "manifest.json").is_file()  # in the chosen run folder
+    assert runs_dir() != tmp_path / "a"  # the option set it for that process only
+
+
+def test_lm_eval_records_bastions_commit_without_git_noise(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    import lm_eval.evaluator
+
+    from bastion.manifest import git_commit
+    from evals.runner import quiet_git_hash
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(lm_eval.evaluator, "get_git_commit_hash", lm_eval.evaluator.get_git_commit_hash)
+    monkey.chdir(tmp_path)  # not a git checkout
+    try:
+        quiet_git_hash()
+        assert lm_eval.evaluator.get_git_commit_hash() == git_commit()
+        assert "fatal" not in capfd.readouterr().err
+    finally:
+        monkey.undo()

@@ -139,6 +139,7 @@ class ScriptedTeacher:
         self.requests = 0
         self.statuses: Counter[int] = Counter()
         self.seen: Counter[str] = Counter()  # request ident -> arrivals
+        self.times: dict[str, list[float]] = {}  # request ident -> arrival times
         self.bodies: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -159,9 +160,11 @@ class ScriptedTeacher:
 
     def arrival(self, p: Prompt) -> int:
         """How many times this request (first try or retry) has arrived, this one included."""
+        name = p.ident + str(p.retry)
         with self.lock:
-            self.seen[p.ident + str(p.retry)] += 1
-            return self.seen[p.ident + str(p.retry)]
+            self.seen[name] += 1
+            self.times.setdefault(name, []).append(time.monotonic())
+            return self.seen[name]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         teacher = self
@@ -192,7 +195,7 @@ class ScriptedTeacher:
                     teacher.requests += 1
                     teacher.bodies.append(body)
                     teacher.headers_seen.append(dict(self.headers))
-                if teacher.api_key is not None and self.headers.get("Authorization") != f"Bearer {teacher.api_key}":
+                if teacher.api_key is not None and self.headers.get("authorization") != f"Bearer {teacher.api_key}":
                     self._send(401, {"error": {"message": "bad key"}})
                     return
                 prompt = read_prompt(body)

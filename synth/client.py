@@ -243,7 +243,7 @@ class Teacher:
                 return self._completion(reply)
             with self._lock:
                 self.usage.retries[reason] += 1
-            if attempt >= self.max_retries:
+            if attempt >= self.max_retries or endpoint.down:  # down: another request found it so
                 raise _EndpointFailedError(f"{reason} after {attempt} retries")
             delay = self.backoff * 2**attempt if wait is None else wait
             delay = min(delay, self.max_backoff)

@@ -135,7 +135,12 @@ def _stage_command(stage: Stage) -> click.Command:
         run_stage(stage, r, _folder(r), **options)
 
     params: list[click.Parameter] = [click.Argument(["recipe"])]
-    params += [click.Option([option.flag], is_flag=True, help=option.help) for option in stage.options]
+    params += [
+        click.Option([option.flag], is_flag=True, help=option.help)
+        if option.type is None
+        else click.Option([option.flag], type=option.type, default=None, help=option.help, envvar=list(option.envvar))
+        for option in stage.options
+    ]
     return click.Command(stage.name, callback=command, params=params, help=stage.help)
 
 

@@ -739,6 +739,17 @@ def cross_field_violations(data: dict[str, Any]) -> list[tuple[PathParts, str]]:
                     "expected 'adamw_torch' (8-bit and paged optimisers need CUDA)",
                 )
             )
+    procs = train["gpus_per_node"] or train["num_gpus"] or 1
+    if train["device"] == "cpu" and train["launcher"] != "torchrun" and train["nodes"] * procs > 1:
+        out.append(
+            (
+                ("train", "launcher"),
+                f"got {_show(train['launcher'])} with device 'cpu' and {train['nodes'] * procs} processes, expected "
+                "'torchrun' (several CPU processes train over gloo through torchrun; Ray workers need GPUs)",
+            )
+        )
+    if train["nodes"] > 1 and train["device"] == "auto":
+        out.append((("train", "device"), "got \"auto\" with train.nodes > 1, expected 'cuda' or 'cpu' (one for all)"))
     if train["tracking"]["backend"] == "wandb" and not train["tracking"]["project"]:
         out.append((("train", "tracking", "project"), "missing: W&B tracking needs a project name"))
     if train["max_steps"] is not None and train["save_steps"] > train["max_steps"]:

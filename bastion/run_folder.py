@@ -197,6 +197,10 @@ class RunFolder:
     def train_log(self) -> Path:
         return self.train_dir / "train.log"
 
+    def train_node_log(self, node_rank: int) -> Path:
+        """The trainer's log on node ``node_rank`` > 0 of a multi-node run (node 0 writes ``train_log``)."""
+        return self.train_dir / f"train.node{node_rank}.log"
+
     @property
     def train_lengths(self) -> Path:
         """Sample lengths measured by the training process before it trains."""

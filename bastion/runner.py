@@ -118,7 +118,8 @@ def run_stage(stage: Stage, recipe: Recipe, folder: RunFolder, **options: Any) -
 
     A failing stage's outputs are moved to ``failed/<stage>/`` and the error says where.
     """
-    if options.get("dry_run"):
+    if options.get("dry_run") or options.get("node_rank"):
+        # a dry run records nothing; nor does a worker node of a multi-node run (node 0 records the stage)
         return stage.run(recipe, folder, **options) or {}
     check_upstream(stage, recipe, folder)
     digest = inputs_hash(stage, recipe, folder)

@@ -29,10 +29,13 @@ def _nothing(_: Recipe, __: RunFolder) -> list[Path]:
 
 @dataclass(frozen=True)
 class StageOption:
-    """A command-line flag of one stage (``bastion train --dry-run``), passed to its entry point."""
+    """A command-line option of one stage, passed to its entry point: a flag (``bastion train --dry-run``)
+    or, with a ``type``, a value (``bastion train --node-rank 1``; None when not given)."""
 
     flag: str  # e.g. "--dry-run"; the keyword argument is its name with dashes as underscores
     help: str
+    type: Any = None  # None: a flag; else the value's type (int, str) for the command line
+    envvar: tuple[str, ...] = ()  # environment variables read, in order, when the option is not given
 
     @property
     def keyword(self) -> str:

@@ -12,6 +12,7 @@ clear message.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -76,6 +77,53 @@ def check_lengths(cfg: dict[str, Any], lengths_out: Path | None) -> None:
         )
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def allow_cpu_processes() -> None:
+    """Let Axolotl train with several processes on CPU (torch.distributed over gloo).
+
+    Two things stop it otherwise. Accelerate makes a distributed CPU state (gloo, DDP, sharded batches) only
+    when told the run is on CPU (``ACCELERATE_USE_CPU``); without it every process trains alone on its own
+    shard and nothing is averaged. And Axolotl's ``normalize_config`` (axolotl/utils/config/__init__.py,
+    ``cfg.device_map = {"": int(os.environ.get("LOCAL_RANK", 0))}`` when world_size != 1) asks for device
+    index LOCAL_RANK, which transformers' ``is_accelerator_device`` (modeling_utils.py) refuses on a machine
+    without an accelerator: "RuntimeError: Cannot access accelerator device when none is available". The
+    model is placed on "cpu" instead, right after Axolotl normalises the config. GPU runs are untouched.
+    """
+    os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    import axolotl.cli.config as cli_config
+
+    normalize = cli_config.normalize_config
+
+    def normalize_on_cpu(cfg: Any) -> None:
+        normalize(cfg)
+        cfg.device_map = {"": "cpu"}
+
+    cli_config.normalize_config = normalize_on_cpu
+
+
+def record_samples(folder: Path) -> None:
+    """Diagnostics (``BASTION_SAMPLE_LOG=DIR``): each process appends, per training step, a fingerprint of
+    every sample it trained on to ``DIR/rank-<RANK>.jsonl`` (shows which process saw which data)."""
+    from transformers import Trainer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"rank-{os.environ.get('RANK', '0')}.jsonl"
+    step = Trainer.training_step
+
+    def training_step(self: Any, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        rows = list(ids) if mask is None else [row[m.bool()] for row, m in zip(ids, mask, strict=True)]
+        prints = [hashlib.sha1(str(row.tolist()).encode()).hexdigest()[:16] for row in rows]
+        with out.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": int(self.state.global_step), "samples": prints}) + "\n")
+        return step(self, model, inputs, *args, **kwargs)
+
+    Trainer.training_step = training_step  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train.axolotl_launch", description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -97,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
     check_lengths(cfg, args.lengths_out)
     log.info("config valid for Axolotl; starting the trainer")
+    if args.device == "cpu" and _world_size() > 1:
+        allow_cpu_processes()
+    if os.environ.get("BASTION_SAMPLE_LOG"):
+        record_samples(Path(os.environ["BASTION_SAMPLE_LOG"]))
 
     from axolotl.cli.train import do_cli
 

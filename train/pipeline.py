@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,15 @@ from bastion.recipe import Recipe
 from bastion.run_folder import ADAPTER_FILES, RunFolder
 from train.axolotl_config import render_config
 from train.axolotl_launch import ERROR_PREFIX
+from train.launchers import (
+    NodePlan,
+    dry_run_text,
+    launcher_module_args,
+    node_command,
+    node_plan,
+    procs_per_node,
+    require_placement,
+)
 from train.preflight import (
     GIB,
     check_disk,
@@ -38,6 +48,7 @@ from train.preflight import (
     check_gpu,
     check_packages,
     load_records,
+    multinode_notes,
     raise_problems,
 )
 
@@ -59,9 +70,23 @@ class TrainLog:
 
 
 def run_train(
-    recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, resume: bool = False, **_: Any
+    recipe: Recipe,
+    folder: RunFolder,
+    *,
+    dry_run: bool = False,
+    resume: bool = False,
+    node_rank: int | None = None,
+    rendezvous: str | None = None,
+    **_: Any,
 ) -> dict[str, Any]:
-    """Stage entry point: preflight, render and write the config, launch the trainer, collect the adapter."""
+    """Stage entry point: preflight, render and write the config, launch the trainer, collect the adapter.
+
+    With ``train.nodes`` > 1 every node runs this with its own rank; node 0 collects the adapter.
+    """
+    plan = node_plan(recipe, node_rank=node_rank, rendezvous=rendezvous)
+    if dry_run:
+        return dry_run_train(recipe, folder, plan, resume=resume)
+    require_placement(plan, folder.recipe_arg)
     train_dir = folder.train_dir
     train_dir.mkdir(parents=True, exist_ok=True)
     data = folder.require_training_records(recipe)
@@ -71,27 +96,12 @@ def run_train(
     if gated:
         raise MissingResourceError(gated)
     model_config = read_model_config(base, recipe)
-    cfg = render_config(
-        recipe,
-        base,
-        folder,
-        model_type=str(model_config.get("model_type", "llama")),
-        eot_token=_eot_override(base, model_config),
-    )
+    cfg = _render(recipe, base, folder, model_config)
     config_text = yaml.safe_dump(cfg, sort_keys=False)
     resume_from = latest_checkpoint(folder.train_output) if resume else None
-    command = launch_command(recipe, folder, resume_from=resume_from)
-    if dry_run:
-        from train.axolotl_config import validate_axolotl_config
-
-        validate_axolotl_config(cfg, recipe)
-        sys.stdout.write(
-            f"# {folder.axolotl_config} (not written: --dry-run)\n{config_text}\n# launch:\n{' '.join(command)}\n"
-        )
-        for problem in check_packages(recipe) + check_gpu(recipe, model_config):
-            log.warning("preflight: %s", problem)
-        return {"dry_run": True}
-
+    command = launch_command(recipe, folder, resume_from=resume_from, plan=plan)
+    for note in multinode_notes(recipe, plan, folder.train_output, data):
+        log.info("preflight: %s", note)
     raise_problems(
         check_packages(recipe)
         + check_gpu(recipe, model_config)
@@ -99,6 +109,13 @@ def run_train(
     )
     write_jsonl(folder.train_messages, ({"messages": record_messages(r, recipe.system_prompt)} for r in records))
     write_text(folder.axolotl_config, config_text)
+    if plan.launcher == "ray" and plan.host:
+        os.environ.setdefault("RAY_ADDRESS", plan.endpoint)  # the driver joins the running Ray cluster
+    if plan.is_worker:  # node 0 prepares the output folder and collects the adapter
+        log.info("train: node %d of %d: launching %s", plan.node_rank, plan.nodes, shlex.join(command))
+        node_log = folder.train_node_log(plan.node_rank or 0)
+        trainer = launch(command, node_log, cuda=recipe.train["device"] != "cpu", recipe_arg=folder.recipe_arg)
+        return {"node_rank": plan.node_rank, "nodes": plan.nodes, "losses": trainer.log.losses, "command": command}
     if resume and resume_from is None:
         log.warning("--resume: no checkpoint in %s yet; starting from the beginning", folder.train_output)
     elif not resume and folder.train_output.exists():
@@ -139,6 +156,9 @@ def run_train(
         "peak_gpu_gib": round(trainer.peak_gpu_bytes / GIB, 2) if trainer.peak_gpu_bytes else None,
         "versions": package_versions(),
         "command": command,
+        "nodes": plan.nodes,
+        "processes": plan.world_size,
+        "launcher": plan.launcher,
     }
     log.info(
         "train: %d steps, loss %s -> %s, eval loss %s, adapter in %s",
@@ -149,6 +169,61 @@ def run_train(
         adapter,
     )
     return details
+
+
+def dry_run_train(recipe: Recipe, folder: RunFolder, plan: NodePlan, *, resume: bool = False) -> dict[str, Any]:
+    """Render and validate the Axolotl config and every node's command, and print them; write nothing.
+
+    Works before any harvest (and without the base model's weights or a token): what is missing is said,
+    not fatal, so the config and the commands can be checked first.
+    """
+    from train.axolotl_config import validate_axolotl_config
+
+    notes: list[str] = []
+    data = folder.training_records(recipe)
+    if data.is_file():
+        notes.append(f"training data: {len(load_records(data))} records in {data}")
+    else:
+        notes.append(
+            f"the training data {data} is not there yet: run `bastion harvest {folder.recipe_arg}` before "
+            "training (the config and commands below are rendered and validated without it)"
+        )
+    base = base_model_path(recipe)
+    model_config: dict[str, Any] = {}
+    gated = check_gated(recipe, base)
+    if gated:
+        notes.append(gated)
+    else:
+        try:
+            model_config = read_model_config(base, recipe)
+        except MissingResourceError as exc:
+            notes.append(f"{exc}; rendered as model_type 'llama'")
+    cfg = _render(recipe, base, folder, model_config)
+    validate_axolotl_config(cfg, recipe)
+    resume_from = latest_checkpoint(folder.train_output) if resume else None
+    module = launcher_module_args(recipe, folder, resume_from=resume_from)
+    notes += multinode_notes(recipe, plan, folder.train_output, data)
+    problems = check_packages(recipe) + check_gpu(recipe, model_config)
+    notes += problems
+    sys.stdout.write(
+        f"# {folder.axolotl_config} (not written: --dry-run; valid for Axolotl)\n"
+        f"{yaml.safe_dump(cfg, sort_keys=False)}\n"
+        + dry_run_text(plan, module, folder.axolotl_config, run_id=recipe.name)
+        + "".join(f"# preflight: {note}\n" for note in notes)
+    )
+    for problem in problems:
+        log.warning("preflight: %s", problem)
+    return {"dry_run": True}
+
+
+def _render(recipe: Recipe, base: str, folder: RunFolder, model_config: dict[str, Any]) -> dict[str, Any]:
+    return render_config(
+        recipe,
+        base,
+        folder,
+        model_type=str(model_config.get("model_type", "llama")),
+        eot_token=_eot_override(base, model_config),
+    )
 
 
 def read_model_config(base: str, recipe: Recipe) -> dict[str, Any]:
@@ -188,42 +263,14 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
-def launch_command(recipe: Recipe, folder: RunFolder, resume_from: Path | None = None) -> list[str]:
-    """``axolotl train`` with the right launcher: python for one device, accelerate for several GPUs."""
-    t = recipe.train
-    gpus = _gpu_count(recipe)
-    module = [
-        "-m",
-        "train.axolotl_launch",
-        str(folder.axolotl_config),
-        "--device",
-        t["device"],
-        "--distributed",
-        t["distributed"],
-        "--lengths-out",
-        str(folder.train_lengths),
-    ]
-    if t["num_gpus"]:
-        module += ["--num-gpus", str(t["num_gpus"])]
-    if resume_from is not None:
-        module += ["--resume-from-checkpoint", str(resume_from)]
-    if t["device"] != "cpu" and gpus > 1:
-        # several GPUs: accelerate starts one process per GPU (DeepSpeed/FSDP settings come from the config)
-        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), *module]
-    return [sys.executable, *module]
-
-
-def _gpu_count(recipe: Recipe) -> int:
-    if recipe.train["num_gpus"]:
-        return int(recipe.train["num_gpus"])
-    if recipe.train["distributed"] == "none":
-        return 1
-    try:
-        import torch
-
-        return max(1, torch.cuda.device_count())
-    except ImportError:
-        return 1
+def launch_command(
+    recipe: Recipe, folder: RunFolder, resume_from: Path | None = None, plan: NodePlan | None = None
+) -> list[str]:
+    """This node's command: ``python -m train.axolotl_launch`` for one process; under accelerate or torchrun
+    for several (one per GPU, on one node or several; DeepSpeed/FSDP settings come from the config)."""
+    plan = plan or node_plan(recipe)
+    module = launcher_module_args(recipe, folder, resume_from=resume_from)
+    return node_command(plan, plan.node_rank or 0, module, run_id=recipe.name)
 
 
 @dataclass
@@ -399,6 +446,6 @@ def _finished(recipe: Recipe, folder: RunFolder) -> bool:
 
 def _tokens_trained(recipe: Recipe, lengths: dict[str, Any], steps: int) -> float:
     t = recipe.train
-    samples = steps * t["micro_batch_size"] * t["gradient_accumulation_steps"] * max(1, _gpu_count(recipe))
+    samples = steps * t["micro_batch_size"] * t["gradient_accumulation_steps"] * t["nodes"] * procs_per_node(recipe)
     fitting = max(1, int(lengths.get("samples", 0)) - int(lengths.get("too_long", 0)))
     return samples * float(lengths.get("tokens", 0)) / fitting

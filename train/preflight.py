@@ -15,6 +15,7 @@ import jsonschema
 from bastion.errors import BadInputError, BastionError, MissingResourceError
 from bastion.paths import SCHEMAS_DIR
 from bastion.recipe import Recipe
+from train.launchers import NodePlan
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def check_packages(recipe: Recipe) -> list[str]:
         need.append(("flash_attn", "train.flash_attention", "pip install -e '.[gpu]' (flash-attn)"))
     if t["distributed"].startswith("deepspeed"):
         need.append(("deepspeed", "train.distributed", "pip install -e '.[gpu]' (deepspeed)"))
+    if t["launcher"] == "ray":
+        need.append(("ray", "train.launcher", "pip install 'ray[train]' (one version on the driver and the cluster)"))
     if t["tracking"]["backend"] in ("wandb", "mlflow"):
         need.append((t["tracking"]["backend"], "train.tracking.backend", f"pip install {t['tracking']['backend']}"))
     return [
@@ -122,8 +125,8 @@ def check_gpu(recipe: Recipe, model_config: dict[str, Any]) -> list[str]:
     import torch
 
     if not torch.cuda.is_available():
-        if recipe.train["device"] == "auto":
-            return []
+        if recipe.train["device"] == "auto" or recipe.train["launcher"] == "ray":
+            return []  # a Ray driver needs no GPU: the cluster's workers train
         return [
             f"train.device is 'cuda' in {recipe.path} but no CUDA GPU is visible to PyTorch "
             f"(torch {torch.__version__}); run on a GPU machine (see README, 'The GPU path' or the Docker "
@@ -140,6 +143,40 @@ def check_gpu(recipe: Recipe, model_config: dict[str, Any]) -> list[str]:
     if need > free:
         log.warning("training needs about %.1f GiB but only %.1f GiB of GPU 0 is free now", need / GIB, free / GIB)
     return []
+
+
+def multinode_notes(recipe: Recipe, plan: NodePlan, output_dir: Path, data: Path) -> list[str]:
+    """What a run on several processes or machines needs, stated before it starts."""
+    if plan.world_size == 1:
+        return []
+    notes = [
+        f"{plan.nodes} node(s) x {plan.procs_per_node} process(es) = {plan.world_size} training processes "
+        f"({plan.launcher}); each process trains on its own share of every batch (data parallel)"
+    ]
+    if recipe.train["device"] == "cpu":
+        notes.append("on CPU the processes talk over gloo (torch.distributed): a test of the path, not for speed")
+    if plan.launcher == "ray":
+        notes += [
+            "Ray: this machine is the driver and needs no GPU; the Ray cluster needs "
+            f"{plan.world_size} GPUs (one per worker: ray_num_workers {plan.world_size}, resources_per_worker GPU 1), "
+            "started with `ray start --head` on one machine and `ray start --address HEAD:PORT` on the others",
+            f"Ray: output_dir {output_dir} is Ray's storage_path and must be storage every worker shares "
+            "(NFS, Lustre, a mounted bucket); the workers read the recipe's training data and base model at the "
+            f"same paths ({data})",
+        ]
+        return notes
+    if plan.multi_node:
+        known = plan.node_rank is not None
+        where = f"this node: rank {plan.node_rank}" if known else "this node's rank is not known yet"
+        endpoint = plan.endpoint + (f" (from {plan.source})" if plan.source else "")
+        notes += [
+            f"{where}; rendezvous at {endpoint}: node 0 must be reachable there from every node",
+            f"every node needs the same recipe, the same Bastion and Axolotl versions and the same training data at "
+            f"{data} (a harvest on node 0 and shared storage, or a copy)",
+            f"checkpoints go to {output_dir}, which must be on storage all nodes share (NFS, Lustre): every "
+            "node's processes save there and node 0 collects the adapter from it",
+        ]
+    return notes
 
 
 def check_disk(folder: Path, need_bytes: float) -> list[str]:

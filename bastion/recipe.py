@@ -748,6 +748,11 @@ def cross_field_violations(data: dict[str, Any]) -> list[tuple[PathParts, str]]:
                 "'torchrun' (several CPU processes train over gloo through torchrun; Ray workers need GPUs)",
             )
         )
+    ev = data["eval"]
+    if ev["backend"] == "vllm" and "cpu" in (ev["device"], train["device"] if ev["device"] == "auto" else ""):
+        out.append((("eval", "backend"), "got \"vllm\" with a CPU device, expected 'hf' (vLLM needs a CUDA GPU)"))
+    if ev["backend"] == "vllm" and train["lora"]["r"] > 512:
+        out.append((("train", "lora", "r"), f"got {train['lora']['r']}, expected at most 512 with eval.backend 'vllm'"))
     if train["nodes"] > 1 and train["device"] == "auto":
         out.append((("train", "device"), "got \"auto\" with train.nodes > 1, expected 'cuda' or 'cpu' (one for all)"))
     if train["tracking"]["backend"] == "wandb" and not train["tracking"]["project"]:

@@ -102,14 +102,39 @@ def make_task_manager(recipe: Recipe, folder: RunFolder) -> Any:
     return TaskManager(include_path=include_paths(recipe), metadata=metadata)
 
 
+def vllm_model_args(recipe: Recipe, base: str, adapter: Path | None) -> dict[str, Any]:
+    """lm-eval's ``vllm`` model arguments: tensor and data parallel from the recipe, the adapter as
+    ``lora_local_path`` with a ``max_lora_rank`` that holds the recipe's LoRA rank (vLLM's default is 16)."""
+    from bastion.vllm import max_lora_rank
+
+    e = recipe.eval
+    args: dict[str, Any] = {
+        "pretrained": base,
+        "revision": recipe.base_model["revision"],
+        "trust_remote_code": recipe.base_model["trust_remote_code"],
+        "dtype": "auto",
+        "tensor_parallel_size": e["tensor_parallel_size"],
+        "data_parallel_size": e["data_parallel_size"],
+        "gpu_memory_utilization": e["gpu_memory_utilization"],
+        "max_model_len": recipe.train["sequence_len"],
+        "max_gen_toks": e["max_gen_tokens"],
+        "seed": e["seed"],
+    }
+    if adapter is not None:
+        args |= {"lora_local_path": str(adapter), "max_lora_rank": max_lora_rank(recipe.train["lora"]["r"])}
+    return args
+
+
 def reproduce_command(recipe: Recipe, folder: RunFolder, base: str, adapter: Path | None, out: Path) -> str:
     """The plain `lm_eval` command line that runs the same evaluation."""
     s = lm_eval_settings(recipe, folder)
     model_args = f"pretrained={base}" + (f",peft={adapter}" if adapter else "")
+    if recipe.eval["backend"] == "vllm":
+        model_args = ",".join(f"{k}={v}" for k, v in vllm_model_args(recipe, base, adapter).items() if v is not None)
     parts = [
         "lm_eval",
         "--model",
-        "hf",
+        recipe.eval["backend"],
         "--model_args",
         model_args,
         "--tasks",
@@ -193,6 +218,8 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     adapter = folder.require_adapter(base)
     folder.eval_dir.mkdir(parents=True, exist_ok=True)
     device = eval_device(recipe)
+    if recipe.eval["backend"] == "vllm":
+        return _run_eval_vllm(recipe, folder, base, adapter)
 
     import torch
     from lm_eval.models.huggingface import HFLM
@@ -222,6 +249,38 @@ def run_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     report = build_report(recipe, folder, {k: per_question(v) for k, v in runs.items()}, commands)
     log.info("eval: report in %s", folder.eval_report_md)
     return {"report": str(folder.eval_report_md), "summary": report["summary"]}
+
+
+def _run_eval_vllm(recipe: Recipe, folder: RunFolder, base: str, adapter: Path) -> dict[str, Any]:
+    """The same runs through lm-eval's ``vllm`` model: one engine with LoRA enabled serves both, the base run
+    without the adapter's request and the tuned run with it."""
+    import importlib.util
+
+    from bastion.vllm import VLLM_VERSION
+    from evals.compare import build_report
+
+    if importlib.util.find_spec("vllm") is None:
+        raise MissingResourceError(
+            f"eval.backend is 'vllm' in {recipe.path} but vllm is not installed: on a CUDA machine "
+            f"`pip install vllm=={VLLM_VERSION}`, or set eval.backend: hf"
+        )
+    from lm_eval.models.vllm_causallms import VLLM
+
+    task_manager = make_task_manager(recipe, folder)
+    lm = VLLM(batch_size="auto", **vllm_model_args(recipe, base, adapter))
+    with_adapter = lm.lora_request  # lm-eval sends it with every request when lora_local_path is set
+    runs: dict[str, dict[str, Any]] = {}
+    commands: dict[str, str] = {}
+    for name, request, path in (("base", None, None), ("tuned", with_adapter, adapter)):
+        if name == "base" and not recipe.eval["compare_base"]:
+            continue
+        log.info("eval: %s model through vLLM (%s)", name, base if path is None else f"base + adapter {path}")
+        lm.lora_request = request
+        runs[name] = save_run(evaluate_model(lm, recipe, folder, task_manager), folder.eval_run(name))
+        commands[name] = reproduce_command(recipe, folder, base, path, folder.eval_run(name))
+    report = build_report(recipe, folder, {k: per_question(v) for k, v in runs.items()}, commands)
+    log.info("eval: report in %s", folder.eval_report_md)
+    return {"report": str(folder.eval_report_md), "summary": report["summary"], "backend": "vllm"}
 
 
 def load_samples(run_dir: Path) -> dict[str, list[dict[str, Any]]]:

@@ -274,10 +274,25 @@ class _EndpointFailedError(Exception):
     """One server failed a request after its retries."""
 
 
+#: Length bounds that llama.cpp's schema-to-grammar converter unrolls into one rule per character:
+#: a ``maxLength`` of a few thousand makes a grammar it refuses, and llama-cpp-python's server then
+#: aborts. The json_object form leaves them out; every reply is still checked against the full schema.
+UNROLLED_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems")
+
+
+def grammar_safe(schema: Any) -> Any:
+    """``schema`` without the bounds llama.cpp's grammar would unroll (recursively)."""
+    if isinstance(schema, dict):
+        return {k: grammar_safe(v) for k, v in schema.items() if k not in UNROLLED_BOUNDS}
+    if isinstance(schema, list):
+        return [grammar_safe(v) for v in schema]
+    return schema
+
+
 def response_format(mode: str, schema: dict[str, Any], name: str) -> dict[str, Any]:
     """The ``response_format`` of a request in either form."""
     if mode == "json_object":
-        return {"type": "json_object", "schema": schema}
+        return {"type": "json_object", "schema": grammar_safe(schema)}
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from synth.prompts import QUESTION_TYPES
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from synth.prompts import QUESTION_TYPES  # noqa: E402
 
 _CHUNK = re.compile(r"<<<\n(.*?)\n>>>", re.S)
 _HEAD = re.compile(r"^Source \((.*?) > (.*?), (.*?)\):", re.M)
@@ -235,3 +239,21 @@ class ScriptedTeacher:
                 )
 
         return Handler
+
+
+def main() -> None:
+    """Serve until killed: ``python bench/scripted_teacher.py --latency 0.2 --slots 8`` prints its URL."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--slots", type=int, default=None)
+    args = parser.parse_args()
+    with ScriptedTeacher(good, latency=args.latency, slots=args.slots) as teacher:
+        sys.stdout.write(teacher.url + "\n")
+        sys.stdout.flush()
+        teacher.thread.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -67,6 +67,10 @@ test *args:
     {{python}} -m mypy bastion harvest synth train evals export
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {{python}} -m pytest {{args}}
 
+# On a CUDA machine: the chain on the GPU with the tiny model, offline, in under 8 minutes; prints a pass/fail table.
+gpu-check *args:
+    {{python}} scripts/gpu_check.py {{args}}
+
 # Run the benchmarks under bench/ (each prints a ratio measured side by side).
 bench *args:
     for b in bench/*.py; do {{python}} "$b" {{args}}; done

@@ -138,3 +138,10 @@ def test_vllm_on_cpu_is_refused(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(BadInputError, match=r"eval.backend.*vLLM needs a CUDA GPU"):
         load_recipe(path)
+
+
+def test_the_readme_names_the_pinned_version() -> None:
+    import re
+
+    named = set(re.findall(r"vllm==([0-9][0-9.]*[0-9])", (REPO / "README.md").read_text()))
+    assert named == {VLLM_VERSION}

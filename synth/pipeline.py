@@ -60,6 +60,9 @@ def run_synth(recipe: Recipe, folder: RunFolder, *, dry_run: bool = False, **_: 
     s = recipe.data["synth"]
     t = s["teacher"]
     seed = int(t["seed"])
+    if dry_run and not folder.train_data.is_file():
+        _print_plan(recipe, None, [])  # before harvest: the teacher and its command line only
+        return {}
     harvested, heldout_skipped = read_chunks(folder)
     chunks = select(harvested, s["max_chunks"], seed)
     requests = prompts.plan([c.hash for c in chunks], s["question_types"], s["personas"], s["pairs_per_chunk"], seed)
@@ -347,15 +350,21 @@ def _where(c: Chunk) -> dict[str, str]:
     return {"chunk": c.hash, "url": c.url, "title": c.title, "section": c.section, "source": c.source}
 
 
-def _print_plan(recipe: Recipe, chunks: list[Chunk], requests: list[prompts.Request]) -> None:
+def _print_plan(recipe: Recipe, chunks: list[Chunk] | None, requests: list[prompts.Request]) -> None:
     s = recipe.data["synth"]
     served: Served = plan_serving(recipe)
     kinds = Counter(r.kind for r in requests)
+    counted = (
+        f"{len(chunks)} chunks x {s['pairs_per_chunk']} = {len(requests)} requests"
+        if chunks is not None
+        else f"not harvested yet ({s['pairs_per_chunk']} requests per chunk)"
+    )
     lines = [
-        f"# synth plan for {recipe.name}: {len(chunks)} chunks x {s['pairs_per_chunk']} = {len(requests)} requests",
+        f"# synth plan for {recipe.name}: {counted}",
         f"# teacher: {served.model} ({served.engine})",
         *(f"#   base_url {u}" for u in served.urls),
         *([f"# launch: {' '.join(served.command)}"] if served.command else []),
-        "# question types: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())),
+        "# question types: "
+        + ", ".join(f"{k} {v}" for k, v in (sorted(kinds.items()) or s["question_types"].items()) if v),
     ]
     sys.stdout.write("\n".join(lines) + "\n")

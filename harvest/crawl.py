@@ -12,6 +12,16 @@ timing, so two runs take the same pages.
 Each commit is one SQLite transaction that marks the URL, inserts its outlinks and calls
 ``on_page(page, conn)``: a crawl killed at any moment loses nothing and duplicates nothing, and
 rerunning it with the same state file continues (URLs in flight when it died are fetched again).
+
+``crawl_sources`` crawls several sources at once, each in its own thread with its own connection
+to the state file, under ONE politeness: a shared ``HostPacer`` (a host shared by two sources is
+paced as one, robots.txt crawl-delays included) and shared ``Slots`` (``per_host_concurrency``
+per host, ``max_concurrency`` requests in flight in all). Each source commits in its own rank
+order, so the pages each source keeps are those of a crawl of that source alone.
+
+Links whose path holds a date (a year, a year and month) or that carry a query string are
+admitted a few per URL pattern (``urls.TrapBudget``), counted at commit time, in rank order, so
+that which ones are admitted does not depend on timing.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import io
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -34,10 +45,10 @@ import lxml.html
 
 from bastion.errors import BadInputError
 from bastion.manifest import now_iso
-from harvest.fetch import HTML_TYPES, PDF_TYPE, FetchCancelled, Fetcher, FetchResult, decode_text
+from harvest.fetch import HTML_TYPES, PDF_TYPE, FetchCancelled, Fetcher, FetchResult, HostPacer, decode_text
 from harvest.robots import RobotsCache
 from harvest.state import CrawlState, FrontierRow, Seed
-from harvest.urls import Scope, UrlError, normalize_url, url_host
+from harvest.urls import Scope, TrapBudget, UrlError, normalize_url, url_host
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +226,68 @@ def parse_sitemap(body: bytes) -> tuple[list[str], list[str]]:
     return pages, children
 
 
+# -- shared politeness ----------------------------------------------------------------------------
+
+
+class Slots:
+    """Requests in flight: at most ``per_host`` to one host and ``total`` in all, shared by every
+    crawler of one harvest (thread-safe). ``wait`` returns when a slot is given back (or after
+    ``timeout``)."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total = max(1, total)
+        self.per_host = max(1, per_host)
+        self._in_host: Counter[str] = Counter()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+
+    def take(self, host: str) -> bool:
+        """Take a slot for ``host`` if one is free."""
+        with self._cond:
+            if self._in_flight >= self.total or self._in_host[host] >= self.per_host:
+                return False
+            self._in_flight += 1
+            self._in_host[host] += 1
+            return True
+
+    def give(self, host: str) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._in_host[host] -= 1
+            self._cond.notify_all()
+
+    def full(self) -> bool:
+        with self._cond:
+            return self._in_flight >= self.total
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
+
+@dataclass
+class Politeness:
+    """What every crawler of one harvest shares: the host pacer, the request slots, and the event
+    that stops them all."""
+
+    pacer: HostPacer
+    slots: Slots
+    stop: threading.Event
+
+    @classmethod
+    def from_recipe(cls, politeness: dict[str, Any]) -> Politeness:
+        stop = threading.Event()
+        return cls(
+            HostPacer(float(politeness.get("delay_seconds", 1.0)), stop),
+            Slots(int(politeness.get("max_concurrency", 8)), int(politeness.get("per_host_concurrency", 1))),
+            stop,
+        )
+
+
+class CrawlStopped(Exception):
+    """Another source's crawl failed: this one stops too."""
+
+
 # -- the crawler ----------------------------------------------------------------------------------
 
 
@@ -229,6 +302,7 @@ class _Crawler:
         state: CrawlState,
         on_page: OnPage,
         progress: Callable[[str], None] | None,
+        shared: Politeness | None = None,
     ) -> None:
         self.source = source
         self.cfg = _Settings.from_recipe(source, politeness)
@@ -237,7 +311,9 @@ class _Crawler:
         self.progress = progress
         self.user_agent = user_agent
         self.scope = Scope.for_source(source, self.cfg.start_urls or self.cfg.sitemaps)
-        self.fetcher = Fetcher(user_agent, politeness)
+        self.shared = shared or Politeness.from_recipe(politeness)
+        self.fetcher = Fetcher(user_agent, politeness, pacer=self.shared.pacer)
+        self.traps = TrapBudget()
         self.robots = RobotsCache(self.fetcher, user_agent, respect=self.cfg.respect_robots)
         self.content_types = HTML_TYPES | ({PDF_TYPE} if self.cfg.allow_pdf else set())
         self.pages_this_run = 0
@@ -402,6 +478,7 @@ class _Crawler:
     def run(self) -> None:
         """Crawl level after level until max_pages, max_depth or an empty frontier."""
         name = self.cfg.name
+        self.traps.load(self.state.frontier_urls(name))
         with ThreadPoolExecutor(max_workers=self.cfg.max_concurrency, thread_name_prefix="crawl") as pool:
             try:
                 while self.state.count(name, "fetched") < self.cfg.max_pages:
@@ -420,42 +497,58 @@ class _Crawler:
         dispatched = [False] * len(rows)
         results: dict[int, _Work] = {}
         futures: dict[Future[_Work], int] = {}
-        in_host: Counter[str] = Counter()
+        slots = self.shared.slots
         head = 0
-        while head < len(rows) and pages < self.cfg.max_pages:
-            if head in results:
-                pages += self._commit(results.pop(head), pages)
-                head += 1
-                continue
-            buffered = sum(1 for w in results.values() if w.status == "fetched")
-            for i in range(head, min(len(rows), head + window)):
-                if len(futures) >= self.cfg.max_concurrency:
-                    break
-                if dispatched[i]:
+        try:
+            while head < len(rows) and pages < self.cfg.max_pages:
+                if self.shared.stop.is_set():
+                    raise CrawlStopped(self.cfg.name)
+                if head in results:
+                    pages += self._commit(results.pop(head), pages)
+                    head += 1
                     continue
-                if i != head and pages + len(futures) + buffered >= self.cfg.max_pages:
-                    break
-                row = rows[i]
-                if in_host[row.host] >= self.cfg.per_host:
+                buffered = sum(1 for w in results.values() if w.status == "fetched")
+                blocked = False  # a row waits for a slot that another crawler may give back
+                for i in range(head, min(len(rows), head + window)):
+                    if len(futures) >= self.cfg.max_concurrency:
+                        break
+                    if dispatched[i]:
+                        continue
+                    if i != head and pages + len(futures) + buffered >= self.cfg.max_pages:
+                        break
+                    row = rows[i]
+                    if CrawlState.is_fetched(self.state.conn, self.cfg.name, row.url):
+                        dispatched[i] = True
+                        results[i] = _Work(row, "refused", "duplicate")
+                        continue
+                    if not slots.take(row.host):
+                        blocked = True
+                        if slots.full():
+                            break
+                        continue
+                    dispatched[i] = True
+                    futures[pool.submit(self.work, row)] = i
+                if head in results:
                     continue
-                dispatched[i] = True
-                if CrawlState.is_fetched(self.state.conn, self.cfg.name, row.url):
-                    results[i] = _Work(row, "refused", "duplicate")
+                if not futures:
+                    if not blocked:
+                        raise RuntimeError(f"crawler stalled at {rows[head].url} (nothing in flight)")
+                    slots.wait(0.05)
                     continue
-                in_host[row.host] += 1
-                futures[pool.submit(self.work, row)] = i
-            if head in results:
-                continue
-            if not futures:
-                raise RuntimeError(f"crawler stalled at {rows[head].url} (nothing in flight)")
-            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = futures.pop(fut)
-                in_host[rows[i].host] -= 1
-                results[i] = fut.result()
-        for fut in futures:  # fetched beyond max_pages: stay pending, never committed
-            fut.cancel()
-        wait(list(futures))
+                done, _ = wait(list(futures), timeout=0.05 if blocked else None, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = futures.pop(fut)
+                    slots.give(rows[i].host)
+                    results[i] = fut.result()
+        except BaseException:
+            self.shared.stop.set()  # wakes workers waiting for their turn; other sources stop too
+            raise
+        finally:
+            for fut in futures:  # fetched beyond max_pages (or stopping): stay pending, never committed
+                fut.cancel()
+            wait(list(futures))
+            for i in futures.values():
+                slots.give(rows[i].host)
 
     def _commit(self, work: _Work, pages: int) -> int:
         """Record one result, its outlinks and the page callback in one transaction; 1 if a page."""
@@ -477,7 +570,8 @@ class _Crawler:
                 requests=work.requests,
             )
             if work.page is not None:
-                CrawlState.add_urls(conn, name, row.depth + 1, row.rank, work.links, now)
+                links = [self._budgeted(seed) for seed in work.links]
+                CrawlState.add_urls(conn, name, row.depth + 1, row.rank, links, now)
                 self.on_page(work.page, conn)
         if work.page is None:
             log.debug("%s %s: %s", work.status, row.url, work.reason)
@@ -487,6 +581,13 @@ class _Crawler:
         if self.progress is not None:
             self.progress(f"{name}: {pages + 1}/{self.cfg.max_pages} pages, depth {row.depth}: {work.page.url}")
         return 1
+
+    def _budgeted(self, seed: Seed) -> Seed:
+        """A pending link refused once its URL pattern has used its budget (``TrapBudget``)."""
+        if seed.status != "pending":
+            return seed
+        reason = self.traps.admit(seed.url)
+        return Seed(seed.url, seed.host, "refused", reason) if reason else seed
 
     # -- stats -----------------------------------------------------------------------------------
     def stats(self, resumed: bool, started: float) -> CrawlStats:
@@ -525,6 +626,7 @@ def crawl(
     on_page: OnPage,
     *,
     progress: Callable[[str], None] | None = None,
+    shared: Politeness | None = None,
 ) -> CrawlStats:
     """Crawl one web source politely; call ``on_page(page, conn)`` once per page, inside the
     transaction that records it. Resumes from ``state`` if it already holds this source.
@@ -536,13 +638,15 @@ def crawl(
     transaction is rolled back, so a rerun retries it).
     """
     started = time.monotonic()
-    crawler = _Crawler(source, politeness or {}, user_agent, state, on_page, progress)
+    crawler = _Crawler(source, politeness or {}, user_agent, state, on_page, progress, shared)
     resumed = state.is_seeded(crawler.cfg.name)
     try:
         crawler.seed()
         crawler.run()
     finally:
         crawler.fetcher.close()
+        if shared is None:
+            crawler.shared.stop.set()
     stats = crawler.stats(resumed, started)
     log.info(
         "%s: %d pages (%d this run, %d requests), %d refused, %d failed, %d left in the frontier",
@@ -555,3 +659,52 @@ def crawl(
         stats.pending,
     )
     return stats
+
+
+def crawl_sources(
+    sources: list[dict[str, Any]],
+    politeness: dict[str, Any],
+    user_agent: str,
+    state_path: Any,
+    on_page: OnPage,
+    *,
+    progress: Callable[[str, str], None] | None = None,
+) -> list[CrawlStats]:
+    """Crawl every source at once, under one politeness (see the module docstring); return each
+    source's statistics, in the order of ``sources``.
+
+    Each source runs :func:`crawl` in its own thread with its own connection to the state file at
+    ``state_path``; ``on_page(page, conn)`` is called inside the transaction that records the page
+    (SQLite lets one transaction write at a time, so ``on_page`` never runs twice at once).
+    ``progress(source name, message)`` is called once per page. When one source's crawl fails,
+    the others stop and the first error is raised.
+    """
+    politeness = politeness or {}
+    shared = Politeness.from_recipe(politeness)
+
+    def one(source: dict[str, Any]) -> CrawlStats:
+        state = CrawlState(state_path)
+        name = str(source["name"])
+        tick = (lambda message: progress(name, message)) if progress is not None else None
+        try:
+            return crawl(source, politeness, user_agent, state, on_page, progress=tick, shared=shared)
+        except BaseException:
+            shared.stop.set()
+            raise
+        finally:
+            state.close()
+
+    if not sources:
+        return []
+    with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="source") as pool:
+        futures = [pool.submit(one, source) for source in sources]
+        try:
+            wait(futures)
+        except BaseException:  # Ctrl-C: stop every crawl, then leave
+            shared.stop.set()
+            raise
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        first = next((e for e in errors if not isinstance(e, CrawlStopped | FetchCancelled)), None)
+        if first is not None or errors:
+            raise first or errors[0]  # type: ignore[misc]
+        return [f.result() for f in futures]

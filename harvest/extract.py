@@ -4,9 +4,20 @@ The title of an HTML page is the main text's first level-1 heading, else og:titl
 page part of <title>, else the URL's last path segment.
 
 HTML goes through trafilatura with Markdown output (headings, lists, tables, code blocks and
-emphasis kept; links, images and comments dropped). ``deduplicate`` stays off: trafilatura's
+emphasis kept; images and comments dropped). ``deduplicate`` stays off: trafilatura's
 dedup cache lives in the process, so its results would depend on the order pages arrive in;
 Bastion deduplicates later, deterministically (``harvest.dedup``).
+
+Before trafilatura sees a page, what site generators do to headings is undone (``_prepare``):
+trafilatura drops elements whose ``id``/``class`` hold words such as "share", "comments" or
+"email", and elements whose whole text is such a word, while generators give every heading (and
+Sphinx every section) an id made from its text. Headings lose their ids and classes and their
+permalink anchors ("¶"), sections their ids, and each heading's text is replaced by a
+placeholder that is put back in the Markdown afterwards, so a heading survives whatever its
+words. A ``<pre>`` without ``<code>`` (Sphinx, Pygments) gets one, so that it stays a code block.
+
+Links are extracted as Markdown and then reduced to their text; the page keeps the link texts
+(``Document.links``) for the navigation gate, which measures how much of a chunk is link text.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ TRAFILATURA_OPTIONS: dict[str, Any] = {
     "include_formatting": True,  # headings, emphasis and code blocks as Markdown
     "include_tables": True,
     "include_comments": False,
-    "include_links": False,
+    "include_links": True,  # reduced to their text by _strip_links; the link texts are kept
     "include_images": False,
     "deduplicate": False,  # process-wide cache: order-dependent results
 }
@@ -66,6 +77,81 @@ class Document:
     text: str
     source: str
     content_type: str
+    links: tuple[str, ...] = ()  # the text of each link of the main text, in order
+
+
+_HEADING_TAGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+_PLACEHOLDER = "Bastionheading{:05d}x"
+_PLACEHOLDER_RE = re.compile(r"Bastionheading(\d{5})x")
+_MD_LINK = re.compile(r"(?<![!\\])\[((?:[^\[\]\n]|\[[^\[\]\n]*\])*)\]\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"\n]*\")?\)")
+_FENCE_LINE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+def _prepare(html: str | bytes) -> tuple[Any, list[str]] | None:
+    """The page parsed, with headings protected from trafilatura's filters (see the module's
+    docstring), and the heading texts in placeholder order; None when it does not parse."""
+    tree = load_html(html)
+    if tree is None:
+        return None
+    headings: list[str] = []
+    for heading in tree.iter(*_HEADING_TAGS):
+        for anchor in list(heading.iter("a")):
+            if (anchor.get("href") or "").startswith("#") and not any(c.isalnum() for c in anchor.text_content()):
+                anchor.drop_tree()  # a permalink ("¶", "#"): not part of the heading
+        text = " ".join(heading.text_content().split())
+        for name in ("id", "class"):
+            heading.attrib.pop(name, None)
+        if not text:
+            continue
+        for child in list(heading):
+            heading.remove(child)
+        heading.text = _PLACEHOLDER.format(len(headings))
+        headings.append(text)
+    for section in tree.iter("section"):
+        section.attrib.pop("id", None)
+    for div in tree.iter("div"):
+        if div.get("id") and len(div) and div[0].tag in _HEADING_TAGS:
+            div.attrib.pop("id")  # <div class="section" id="...">: older Sphinx
+    for pre in tree.iter("pre"):
+        if pre.find(".//code") is None:
+            code = pre.makeelement("code", {})
+            code.text, pre.text = pre.text, None
+            for child in list(pre):
+                code.append(child)
+            pre.append(code)
+    return tree, headings
+
+
+def _restore_headings(text: str, headings: list[str]) -> str:
+    def put_back(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        return headings[index] if index < len(headings) else match.group(0)
+
+    return _PLACEHOLDER_RE.sub(put_back, text) if "Bastionheading" in text else text
+
+
+def strip_links(text: str) -> tuple[str, tuple[str, ...]]:
+    """Markdown links ``[text](url)`` reduced to their text, outside fenced code; and the link texts."""
+    if "](" not in text:
+        return text, ()
+    links: list[str] = []
+
+    def keep_text(match: re.Match[str]) -> str:
+        links.append(match.group(1))
+        return match.group(1)
+
+    lines, fence = [], ""
+    for line in text.split("\n"):
+        opened = _FENCE_LINE.match(line)
+        if fence:
+            if opened and opened.group(1).startswith(fence) and not line.strip().strip(fence[0]):
+                fence = ""
+        elif opened and (opened.group(1)[0] == "~" or "`" not in line.strip()[len(opened.group(1)) :]):
+            fence = opened.group(1)
+        elif "](" in line:
+            line = _MD_LINK.sub(keep_text, line)
+        lines.append(line)
+    return "\n".join(lines), tuple(links)
 
 
 def extract_html(html: str | bytes, url: str, source: str) -> Document | None:
@@ -75,13 +161,14 @@ def extract_html(html: str | bytes, url: str, source: str) -> Document | None:
     is given (over a tenth of its own time), and parses text itself. The page is parsed a second
     time only for a page whose main text has no level-1 heading (``_head_title``).
     """
-    text = trafilatura.extract(html, url=url, **TRAFILATURA_OPTIONS)
-    if not text or not text.strip():
+    prepared = _prepare(html)
+    text = trafilatura.extract(prepared[0], url=url, **TRAFILATURA_OPTIONS) if prepared else None
+    if not text or not text.strip() or prepared is None:
         log.debug("%s: no main text (or not parseable as HTML)", url)
         return None
-    text = text.strip()
+    text, links = strip_links(_restore_headings(text.strip(), prepared[1]))
     title = _markdown_title(text) or _head_title(html) or _title_from_url(url)
-    return Document(url=url, title=title, text=text, source=source, content_type=HTML_TYPE)
+    return Document(url=url, title=title, text=text, source=source, content_type=HTML_TYPE, links=links)
 
 
 def _head_title(html: str | bytes) -> str:
@@ -246,6 +333,9 @@ def read_local_file(path: Path, source: str) -> Document | None:
     text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text:
         return None
+    links: tuple[str, ...] = ()
+    if content_type == MARKDOWN_TYPE:
+        text, links = strip_links(text)
     title = _markdown_title(text) if content_type == MARKDOWN_TYPE else ""
     return Document(
         url=url,
@@ -253,6 +343,7 @@ def read_local_file(path: Path, source: str) -> Document | None:
         text=text,
         source=source,
         content_type=content_type,
+        links=links,
     )
 
 

@@ -1,8 +1,16 @@
 """Quality gates for one record's text, cheapest first; the first failing gate names the reason.
 
-Reasons: ``too_short_chars``, ``too_long_chars``, ``too_few_words``, ``too_many_words``,
-``boilerplate``, ``symbol_ratio``, ``duplicate_lines``, ``top_ngram``, ``language``,
-``readability_low``, ``readability_high``.
+The gates, in the order they run, are the list ``GATES``; the reasons a chunk can be rejected
+for (``REASONS``: ``too_short_chars``, ``too_long_chars``, ``too_few_words``, ``too_many_words``,
+``boilerplate``, ``symbol_ratio``, ``duplicate_lines``, ``top_ngram``, ``navigation``,
+``language``, ``readability_low``, ``readability_high``) derive from it.
+
+``navigation`` rejects navigation-only text (an archive page of header and sidebar links, a
+bare index of file names): trafilatura's link-density test, on the chunk. ``link_share`` is the
+share of the chunk's characters that are link text (trafilatura's ``linklen / elemlen``, which
+it rejects above 0.8 for short elements), ``link_lines`` the share of the chunk's lines that are
+a link and nothing else (trafilatura's share of short link elements, rejected above 0.8). The
+link texts are the page's (``Document.links``); ``link_chars`` counts them in a chunk.
 
 The Gopher statistics (symbols, repeated lines, top 3-gram) are computed outside fenced code and
 without Markdown heading marks, so that ``## Heading`` and ``# comment`` lines in a shell sample
@@ -47,19 +55,31 @@ LANGID_MAX_CHARS = 500  # language identification reads at most this much text
 # less prose than this: identify the language on all text outside code (at most LANGID_MAX_CHARS:
 # page_language reads the prose only that far)
 LANGID_MIN_PROSE = 200
-REASONS = (
-    "too_short_chars",
-    "too_long_chars",
-    "too_few_words",
-    "too_many_words",
-    "boilerplate",
-    "symbol_ratio",
-    "duplicate_lines",
-    "top_ngram",
-    "language",
-    "readability_low",
-    "readability_high",
-)
+MAX_LINK_SHARE = 0.5  # more of a chunk's characters in link text: navigation
+MAX_LINK_LINES = 0.8  # more of its lines (at least MIN_LINK_LINES of them) a bare link: navigation
+MIN_LINK_LINES = 3
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One step of the checks: its name, the reasons it rejects for, and the QualityGates method
+    that runs it (``method(item, metrics, page) -> reason | None``)."""
+
+    name: str
+    reasons: tuple[str, ...]
+    method: str
+    text_only: bool  # reads the text alone (its verdict is kept per text)
+
+
+GATES = [
+    Gate("size", ("too_short_chars", "too_long_chars", "too_few_words", "too_many_words"), "_size", True),
+    Gate("boilerplate", ("boilerplate",), "_boilerplate", True),
+    Gate("gopher", ("symbol_ratio", "duplicate_lines", "top_ngram"), "_gopher", True),
+    Gate("navigation", ("navigation",), "_navigation", False),
+    Gate("language", ("language",), "_language", False),
+    Gate("readability", ("readability_low", "readability_high"), "_readability", False),
+]
+REASONS = tuple(reason for gate in GATES for reason in gate.reasons)
 
 _FENCED_CODE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.M | re.S)
 _HEADING_MARK = re.compile(r"^[ \t]*#{1,6}[ \t]+", re.M)
@@ -254,6 +274,8 @@ METRICS = (
     "symbol_ratio",
     "dup_line_fraction",
     "top_ngram_fraction",
+    "link_share",
+    "link_lines",
     "language",
     "lang_confidence",
     "prose_sentences",
@@ -285,6 +307,41 @@ class _Text:
         return self._prose
 
 
+@dataclass(frozen=True)
+class _Page:
+    """What the gates know of the text's page: its language and the text's link counts."""
+
+    language: tuple[str, float] | None
+    links: tuple[int, int] | None
+
+
+_TEXT_GATES = [gate for gate in GATES if gate.text_only]
+_PAGE_GATES = [gate for gate in GATES if not gate.text_only]
+if GATES != _TEXT_GATES + _PAGE_GATES:
+    raise AssertionError("the text-only gates run first (their verdict is kept per text)")
+
+_LIST_MARK = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+")
+
+
+def link_chars(text: str, links: Counter[str]) -> tuple[int, int]:
+    """``(characters of link text, lines that are a link and nothing else)`` in ``text``: each of
+    the page's link texts is counted as often as it occurs, at most as often as the page links it."""
+    if not links:
+        return 0, 0
+    chars = 0
+    for anchor, times in links.items():
+        if anchor.strip():
+            found = text.count(anchor)
+            if found:
+                chars += len("".join(anchor.split())) * min(found, times)
+    bare = 0
+    for line in text.splitlines():
+        item = _LIST_MARK.sub("", line).strip().strip("*_`")
+        if item and links.get(item):
+            bare += 1
+    return chars, bare
+
+
 class QualityGates:
     """The recipe's ``harvest.quality`` checks, applied cheapest first."""
 
@@ -301,24 +358,50 @@ class QualityGates:
         # language sample -> identified language (pages of a site often open with the same paragraphs)
         self._languages = Memo(identify_language, MEMO_SIZE)
 
-    def check(self, text: str, language: tuple[str, float] | None = None) -> GateResult:
-        """Run the gates in order; stop at the first failure. Metrics not reached stay None.
+    def check(
+        self, text: str, language: tuple[str, float] | None = None, links: tuple[int, int] | None = None
+    ) -> GateResult:
+        """Run ``GATES`` in order; stop at the first failure. Metrics not reached stay None.
 
         ``language``: a ``(code, confidence)`` already known for the text (e.g. the page's, from
-        ``page_language``); the text's own language is identified when it is None.
+        ``page_language``); the text's own language is identified when it is None. ``links``:
+        ``link_chars`` of the text (characters of link text, lines that are a bare link), if known.
         """
         metrics: dict[str, Any] = dict.fromkeys(METRICS)
         item = self._memo[text.strip()]
-        if item.head is None:  # the gates that read the text alone: size, boilerplate, Gopher
+        page = _Page(language, links)
+        if item.head is None:  # the gates that read the text alone, their verdict kept per text
             found: dict[str, Any] = {}
-            item.head = (self._size(item, found) or self._boilerplate(item, found) or self._gopher(item, found), found)
+            reason = None
+            for gate in _TEXT_GATES:
+                reason = getattr(self, gate.method)(item, found, page)
+                if reason:
+                    break
+            item.head = (reason, found)
         reason, found = item.head
         metrics.update(found)
         if reason is None:
-            reason = self._language(item, language, metrics) or self._readability(item, metrics)
+            for gate in _PAGE_GATES:
+                reason = getattr(self, gate.method)(item, metrics, page)
+                if reason:
+                    break
         return GateResult(reason is None, reason, metrics)
 
-    def _size(self, item: _Text, m: dict[str, Any]) -> str | None:
+    def _navigation(self, item: _Text, m: dict[str, Any], page: _Page) -> str | None:
+        if page.links is None:
+            return None
+        chars, lines = page.links
+        size = sum(1 for c in item.text if not c.isspace())
+        text_lines = sum(1 for line in item.text.splitlines() if line.strip())
+        m["link_share"] = round(min(1.0, chars / size), 4) if size else 0.0
+        m["link_lines"] = round(lines / text_lines, 4) if text_lines else 0.0
+        if m["link_share"] > MAX_LINK_SHARE:
+            return "navigation"
+        if lines >= MIN_LINK_LINES and m["link_lines"] > MAX_LINK_LINES:
+            return "navigation"
+        return None
+
+    def _size(self, item: _Text, m: dict[str, Any], page: _Page | None = None) -> str | None:
         c = self.config
         m["chars"] = len(item.text)
         if m["chars"] < c["min_chars"]:
@@ -332,12 +415,12 @@ class QualityGates:
             return "too_many_words"
         return None
 
-    def _boilerplate(self, item: _Text, m: dict[str, Any]) -> str | None:
+    def _boilerplate(self, item: _Text, m: dict[str, Any], page: _Page | None = None) -> str | None:
         lowered = item.text.lower()
         m["boilerplate"] = next((p for p in self.boilerplate if p in lowered), None)
         return "boilerplate" if m["boilerplate"] else None
 
-    def _gopher(self, item: _Text, m: dict[str, Any]) -> str | None:
+    def _gopher(self, item: _Text, m: dict[str, Any], page: _Page | None = None) -> str | None:
         c = self.config
         item.plain = outside_code(item.text)
         m["symbol_ratio"] = round(symbol_ratio(item.plain), 4)
@@ -359,8 +442,8 @@ class QualityGates:
         sample = _language_sample(prose_only(text, limit=LANGID_MAX_CHARS), text)[:LANGID_MAX_CHARS]
         return self._languages[sample]
 
-    def _language(self, item: _Text, language: tuple[str, float] | None, m: dict[str, Any]) -> str | None:
-        lang = language
+    def _language(self, item: _Text, m: dict[str, Any], page: _Page) -> str | None:
+        lang = page.language
         if not lang:
             if item.own_language is None:
                 item.own_language = identify_language(_language_sample(item.prose, item.text, item.plain))
@@ -368,7 +451,7 @@ class QualityGates:
         m["language"], m["lang_confidence"] = lang[0], round(lang[1], 4)
         return "language" if m["language"] not in self.languages else None
 
-    def _readability(self, item: _Text, m: dict[str, Any]) -> str | None:
+    def _readability(self, item: _Text, m: dict[str, Any], page: _Page | None = None) -> str | None:
         if m["language"] != "en":
             m["readability_skipped"] = "not_english"
             return None

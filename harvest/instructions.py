@@ -2,7 +2,10 @@
 
 The intent is the one whose keywords the section matches most (strong keywords 2 points, weak
 ones 1, hits in the section's own heading triple), among the recipe's intents; with too little
-signal (under 3 points, or under one point per 50 words) it is ``explain``. The template is
+signal (under 3 points, or under one point per 50 words) it is ``explain``. The topic is the
+section's own heading, unless that heading is a label ("Do", "Don't", "References", "See also",
+"Archive 2024-02": ``is_label``): then the nearest heading above it that is not one, else the
+page title. Markdown escapes in headings and titles are resolved. The template is
 picked by a BLAKE2 hash of (seed, heading, page title, index[, part]), never Python's salted
 ``hash()``, so the same recipe gives the same instructions in every process. Templates only name the section's
 topic and ask for what the section is about, so the section text answers them.
@@ -17,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from harvest.memo import Memo
-from harvest.sections import Section, lower_words
+from harvest.sections import Section, lower_words, unescape_markdown
 
 INTENTS = ("explain", "best_practices", "design", "compare", "risks", "compliance", "implementation", "troubleshooting")
 MIN_SCORE = 3  # fewer keyword points: explain
@@ -38,6 +41,53 @@ GENERIC_HEADINGS = {
     "concepts",
     "how it works",
 }
+
+# headings that label a part of a section rather than name a topic (compared lowercased, without
+# punctuation); and those that start so ("Archive 2024-02", "Archives")
+LABEL_HEADINGS = {
+    "do",
+    "dos",
+    "do s",
+    "don t",
+    "donts",
+    "don ts",
+    "do not",
+    "dos and don ts",
+    "do and don t",
+    "references",
+    "reference",
+    "see also",
+    "further reading",
+    "related",
+    "related topics",
+    "related pages",
+    "links",
+    "external links",
+    "resources",
+    "sources",
+    "bibliography",
+    "footnotes",
+    "next steps",
+}
+_LABEL_PREFIX = re.compile(r"^(?:archives?|posts? from|older posts|newer posts)\b")
+_LABEL_WORDS = re.compile(r"[^\w]+")
+
+
+def is_label(heading: str) -> bool:
+    """A heading that labels rather than names a topic: "Do", "Don't", "See also", "Archive 2024"."""
+    plain = _LABEL_WORDS.sub(" ", heading.lower().replace("\u2019", "'")).strip()
+    return plain in LABEL_HEADINGS or bool(_LABEL_PREFIX.match(plain))
+
+
+def section_topic(section: Section) -> str:
+    """The section's topic: its own heading, or the nearest one above it that is not a label
+    (``is_label``), or the page title; escapes resolved."""
+    for heading in reversed(section.heading.split(" > ")):
+        heading = " ".join(unescape_markdown(heading).split())
+        if heading and not is_label(heading):
+            return heading
+    return " ".join(unescape_markdown(section.page_title).split())
+
 
 # intent -> (strong keywords: 2 points a hit, weak keywords: 1 point); ties go to the earlier
 # intent in this order. Matched on lowercased words (``\w+`` runs): "word" matches
@@ -251,8 +301,8 @@ def _plain(text: str) -> str:
 
 
 def _topic_and_where(section: Section) -> tuple[str, str]:
-    page = " ".join(section.page_title.split())
-    topic = " ".join(section.topic.split()) or page or "this topic"
+    page = " ".join(unescape_markdown(section.page_title).split())
+    topic = section_topic(section) or page or "this topic"
     if topic.lower() in GENERIC_HEADINGS and page:
         return f"the {topic.lower()} of {page}", ""
     if not page or _plain(page) in _plain(topic):

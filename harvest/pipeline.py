@@ -20,7 +20,8 @@ import statistics
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ from bastion.recipe import Recipe
 from bastion.run_folder import RunFolder
 from harvest.dedup import Deduper, DedupResult
 from harvest.extract import Document, extract_html, extract_pdf, list_local_files, read_local_file
-from harvest.gates import QualityGates
+from harvest.gates import QualityGates, link_chars
 from harvest.instructions import Instruction, instruction_diversity, make_instruction
 from harvest.report import write_report
-from harvest.sections import Section, chunk_sections, split_sections
+from harvest.sections import Section, chunk_sections, split_sections, unescape_markdown
 from harvest.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -122,18 +123,21 @@ class PageProcessor:
         self.source_rank = {s["name"]: i for i, s in enumerate(recipe.harvest["sources"])}
         # (text, language) -> (passed, reason, metrics JSON): a section repeated across a site's
         # pages gets the same verdict, and its metrics are encoded once
-        self._verdicts: dict[tuple[str, str, float], tuple[int, str | None, str]] = {}
+        self._verdicts: dict[tuple[str, str, float, tuple[int, int]], tuple[int, str | None, str]] = {}
 
     def document_chunks(self, doc: Document) -> list[Section]:
         sections = split_sections(doc, self.chunking["min_heading_level"])
         return chunk_sections(sections, self.max_tokens, self.chunking["overlap_tokens"], self.count_tokens)
 
-    def verdict(self, text: str, language: tuple[str, float]) -> tuple[int, str | None, str]:
-        """(passed, reason, metrics as JSON) of the gates on a chunk of a page in ``language``."""
-        key = (text, language[0], round(language[1], 4))  # all that the verdict reads of the language
+    def verdict(
+        self, text: str, language: tuple[str, float], links: tuple[int, int] = (0, 0)
+    ) -> tuple[int, str | None, str]:
+        """(passed, reason, metrics as JSON) of the gates on a chunk of a page in ``language``;
+        ``links``: ``gates.link_chars`` of the chunk with its page's link texts."""
+        key = (text, language[0], round(language[1], 4), links)  # all that the verdict reads of the page
         found = self._verdicts.get(key)
         if found is None:
-            result = self.gates.check(text, language=language)
+            result = self.gates.check(text, language=language, links=links)
             found = (int(result.passed), result.reason, self._METRICS_JSON.encode(result.metrics))
             if len(self._verdicts) >= VERDICT_MEMO_SIZE:
                 self._verdicts.clear()
@@ -171,11 +175,13 @@ class PageProcessor:
         for (doc, url, fetched_at), language, chunks in zip(found, languages, chunked, strict=True):
             by_section: Counter[int] = Counter()
             title = doc.title or ""
+            anchors = Counter(doc.links)
             for chunk in chunks:
                 chunk_index = by_section[chunk.index]
                 by_section[chunk.index] += 1
                 place = (rank, source, url, title, chunk.heading, chunk.index, chunk_index)
-                rows.append((*place, chunk.kind, chunk.text, fetched_at, *self.verdict(chunk.text, language)))
+                verdict = self.verdict(chunk.text, language, link_chars(chunk.text, anchors))
+                rows.append((*place, chunk.kind, chunk.text, fetched_at, *verdict))
         conn.executemany(
             "INSERT OR REPLACE INTO chunks (source_rank, source, url, title, heading, section_index, "
             "chunk_index, kind, text, fetched_at, passed, reason, metrics) "
@@ -213,10 +219,7 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     store = ChunkStore(state_path)
     try:
         with harvest_progress() as progress:
-            crawl_stats = [
-                harvest_source(recipe, source, processor, state_path, store, progress)
-                for source in recipe.harvest["sources"]
-            ]
+            crawl_stats = harvest_sources(recipe, processor, state_path, store, progress)
             decide_records(recipe, store, progress)
         counts = write_outputs(recipe, store, folder)
         stats = collect_stats(recipe, store, crawl_stats)
@@ -248,43 +251,61 @@ def harvest_progress() -> Progress:
     )
 
 
-def harvest_source(
+def harvest_sources(
     recipe: Recipe,
-    source: dict[str, Any],
     processor: PageProcessor,
     state_path: Path,
     store: ChunkStore,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Harvest one source (web, served or local); returns its crawl statistics."""
-    task = progress.add_task(f"{source['name']}", total=source["max_pages"]) if progress else None
+) -> list[dict[str, Any]]:
+    """Harvest every source; returns their crawl statistics, in the recipe's order.
 
-    def tick(message: str) -> None:
+    Local folders are read first, one after another; then every web and served source is crawled
+    at once (``crawl.crawl_sources``: one politeness for all of them, ``max_concurrency`` requests
+    in flight in all).
+    """
+    sources = recipe.harvest["sources"]
+    tasks = {s["name"]: progress.add_task(f"{s['name']}", total=s["max_pages"]) if progress else None for s in sources}
+
+    def tick(name: str, message: str = "") -> None:
+        task = tasks.get(name)
         if progress is not None and task is not None:
             progress.advance(task)
 
-    if source["kind"] == "local":
-        return harvest_local(recipe, source, processor, store, tick)
-    from harvest.crawl import crawl
-    from harvest.state import CrawlState
+    stats: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        if source["kind"] == "local":
+            stats[source["name"]] = harvest_local(recipe, source, processor, store, partial(tick, source["name"]))
+    crawled = [s for s in sources if s["kind"] != "local"]
+    if crawled:
+        from harvest.crawl import crawl_sources
 
-    context: AbstractContextManager[dict[str, Any]] = (
-        served_source(recipe, source) if source["kind"] == "served" else nullcontext(source)
-    )
-    with context as effective:
-        state = CrawlState(state_path)
-        try:
+        with ExitStack() as stack:
+            effective = [
+                stack.enter_context(served_source(recipe, s)) if s["kind"] == "served" else s for s in crawled
+            ]
 
             def on_page(page: Any, conn: sqlite3.Connection) -> None:
-                doc = page_document(page, effective["name"])
-                processor.store(conn, doc, source=effective["name"], url=page.url, fetched_at=page.fetched_at)
+                doc = page_document(page, page.source)
+                processor.store(conn, doc, source=page.source, url=page.url, fetched_at=page.fetched_at)
 
-            stats = crawl(
-                effective, recipe.harvest["politeness"], recipe.harvest["user_agent"], state, on_page, progress=tick
+            log.info(
+                "harvest: crawling %d source(s) at once: %s", len(effective), ", ".join(s["name"] for s in effective)
             )
-        finally:
-            state.close()
-    return stats_dict(stats)
+            for source, result in zip(
+                crawled,
+                crawl_sources(
+                    effective,
+                    recipe.harvest["politeness"],
+                    recipe.harvest["user_agent"],
+                    state_path,
+                    on_page,
+                    progress=tick,
+                ),
+                strict=True,
+            ):
+                stats[source["name"]] = stats_dict(result)
+    return [stats[s["name"]] for s in sources]
 
 
 def page_document(page: Any, source: str) -> Document | None:
@@ -515,17 +536,18 @@ class Decisions:
         for (cid, title, heading, index, part, kind, text), result in self.admitted:
             section = Section(heading=heading, level=2, text=text, index=index, page_title=title, kind=kind, part=part)
             instruction = make_instruction(section, ins["persona"], ins["intents"], ins["seed"])
+            output = unescape_markdown(text)
             rows.append(
                 (
                     cid,
                     instruction.instruction,
                     "",
-                    text,
+                    output,
                     instruction.intent,
                     instruction.template_id,
                     result.exact_hash if result else "",
                     result.signature if result else b"",
-                    hashlib.sha256(text.encode()).hexdigest(),
+                    hashlib.sha256(output.encode()).hexdigest(),
                 )
             )
         return rows

@@ -1,10 +1,17 @@
 """Split an extracted Markdown page into sections by heading, and long sections into chunks.
 
 A section is the text under one heading (levels 1..``min_heading_level`` start a new one; deeper
-headings stay inside). A chunk is a piece of a long section that fits the token budget; chunks
-are cut on block, sentence or line boundaries and consecutive chunks share ``overlap_tokens``.
-``prose_only`` keeps the paragraphs of a text and drops lists, tables, code and headings, which is
-what readability formulas can be trusted on.
+headings stay inside). Headings are found by a real Markdown parser (markdown-it-py, CommonMark
+plus tables) over the page's text after ``repair_fences``: a code block's ``# comment`` is never
+a heading, an inline span such as ```` ```cmd``` ```` is never a fence, an opening fence glued to
+the end of a line of text (trafilatura, a code block inside a list item) starts its block on a
+line of its own, and a fence that is never closed is closed at the end of its own block (the
+next blank line) instead of swallowing the rest of the page.
+
+A chunk is a piece of a long section that fits the token budget; chunks are cut on block,
+sentence or line boundaries and consecutive chunks share ``overlap_tokens``. ``prose_only`` keeps
+the paragraphs of a text and drops lists, tables, code and headings, which is what readability
+formulas can be trusted on.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harvest.extract import Document
@@ -24,7 +31,13 @@ log = logging.getLogger(__name__)
 KINDS = ("prose", "list", "table", "code", "mixed")
 DOMINANT_SHARE = 0.6  # a kind covering at least this share of the characters names the section
 
-_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+# a fence: three or more backticks (with no backtick after them on the line, CommonMark's rule:
+# ```cmd``` is an inline span) or tildes
+_FENCE = re.compile(r"^\s*(`{3,}(?=[^`]*$)|~{3,})")
+_GLUED_FENCE = re.compile(r"^(?P<text>.*[^\s`])[ \t]*(?P<fence>`{3,})(?P<info>[\w+-]*)[ \t]*$")
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # a backslash before ASCII punctuation (CommonMark)
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
+_BLOCK_START_ESCAPE = re.compile(r"^([ \t]*(?:\d{1,9})?)\\([#>*+=|`~.)-])")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])[ \t]+\S")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
@@ -79,6 +92,85 @@ def _line_kind(line: str) -> str:
 def _fence(line: str) -> re.Match[str] | None:
     """``_FENCE.match``, tried only on lines with a fence's three backticks or tildes."""
     return _FENCE.match(line) if "```" in line or "~~~" in line else None
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Does ``line`` close a block opened by ``fence`` (same character, at least as long)?"""
+    stripped = line.strip()
+    return stripped.startswith(fence) and not stripped.strip(fence[0])
+
+
+def repair_fences(text: str) -> str:
+    """Fences as a Markdown parser must see them (see the module docstring).
+
+    - ``text ```lang`` followed, later, by a line that closes it: the fence moves to a line of
+      its own (trafilatura writes a list item's code block so);
+    - a fence never closed: closed before the next blank line (or at the end).
+    """
+    if "```" not in text and "~~~" not in text:
+        return text
+    lines = text.split("\n")
+    out: list[str] = []
+    fence = ""
+    for i, line in enumerate(lines):
+        if fence:
+            if _closes(line, fence):
+                fence = ""
+            elif not line.strip() and not any(_closes(rest, fence) for rest in lines[i + 1 :]):
+                out.append(fence)  # a stray fence: its block ends here
+                fence = ""
+            out.append(line)
+            continue
+        opened = _fence(line)
+        if opened is None and "```" in line:
+            glued = _GLUED_FENCE.match(line)
+            run = glued.group("fence") if glued else ""
+            # an opening fence only if the line's other backtick runs are paired (inline spans)
+            if glued and glued.group("text").count("`") % 2 == 0:
+                if any(_closes(rest, run) for rest in lines[i + 1 :]):
+                    out.append(glued.group("text").rstrip())
+                    line = run + glued.group("info")
+                    opened = _fence(line)
+        if opened is not None:
+            fence = opened.group(1)
+        out.append(line)
+    if fence:
+        log.debug("unterminated code fence; closed at the end of the text")
+        out.append(fence)
+    return "\n".join(out)
+
+
+def unescape_markdown(text: str) -> str:
+    """Markdown backslash escapes resolved (``\\_`` -> ``_``, ``\\[!WARNING\\]`` -> ``[!WARNING]``)
+    outside code blocks and code spans; an escape that keeps a line from starting a heading, list,
+    quote or table (``\\#`` first on a line) stays."""
+    if "\\" not in text:
+        return text
+    lines, fence = [], ""
+    for line in text.split("\n"):
+        if fence:
+            if _closes(line, fence):
+                fence = ""
+        elif (opened := _fence(line)) is not None:
+            fence = opened.group(1)
+        elif "\\" in line:
+            line = _unescape_line(line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _unescape_line(line: str) -> str:
+    head = ""
+    start = _BLOCK_START_ESCAPE.match(line)
+    if start:
+        head, line = line[: start.end()], line[start.end() :]
+    parts, last = [], 0
+    for span in _CODE_SPAN.finditer(line):
+        parts.append(_ESCAPE.sub(r"\1", line[last : span.start()]))
+        parts.append(span.group(0))
+        last = span.end()
+    parts.append(_ESCAPE.sub(r"\1", line[last:]))
+    return head + "".join(parts)
 
 
 def parse_blocks(text: str) -> tuple[Block, ...]:
@@ -215,44 +307,62 @@ def count_sentences(prose: str, min_words: int = 3) -> int:
 def split_sections(doc: Document, min_heading_level: int) -> list[Section]:
     """Split a page's Markdown at headings of level 1..``min_heading_level``.
 
-    Text before the first heading becomes a level-0 section named after the page title;
-    sections with no body (a heading directly followed by a sub-heading) are skipped.
+    Headings are those of the page's top level as markdown-it-py parses it (after
+    ``repair_fences``); their text is the heading's inline text (escapes resolved, markup
+    dropped). Text before the first heading becomes a level-0 section named after the page
+    title; sections with no body (a heading directly followed by a sub-heading) are skipped.
     """
     if not 1 <= min_heading_level <= 6:
         raise ValueError(f"min_heading_level must be between 1 and 6, got {min_heading_level}")
     title = (doc.title or "").strip()
+    text = repair_fences(doc.text)
+    lines = text.split("\n")
     sections: list[Section] = []
     path: list[tuple[int, str]] = []  # (level, heading) of the open headings
-    level, body = 0, list[str]()
+    level, body_start = 0, 0
 
-    def close() -> None:
-        text = "\n".join(body).strip("\n")
-        if text.strip():
+    def close(end: int) -> None:
+        body = "\n".join(lines[body_start:end]).strip("\n")
+        if body.strip():
             heading = " > ".join(h for _, h in path) or title
-            sections.append(Section(heading, level, text, len(sections), title, content_kind(text)))
+            sections.append(Section(heading, level, body, len(sections), title, content_kind(body)))
 
-    fence = ""
-    for line in doc.text.splitlines():
-        if fence:
-            if line.strip().startswith(fence) and line.strip().strip(fence[0]) == "":
-                fence = ""
-        elif (match := _fence(line)) is not None:
-            fence = match.group(1)
-        elif (
-            line[:1] == "#"
-            and (heading := _HEADING.match(line)) is not None
-            and len(heading.group(1)) <= min_heading_level
-        ):
-            close()
-            level = len(heading.group(1))
-            while path and path[-1][0] >= level:
-                path.pop()
-            path.append((level, _INLINE_MARKUP.sub("", heading.group(2)).strip()))
-            body = []
+    for heading_level, first, last, heading_text in _headings(text):
+        if heading_level > min_heading_level:
             continue
-        body.append(line)
-    close()
+        close(first)
+        level = heading_level
+        while path and path[-1][0] >= level:
+            path.pop()
+        path.append((level, heading_text))
+        body_start = last
+    close(len(lines))
     return sections
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Any:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table")
+
+
+def _headings(text: str) -> list[tuple[int, int, int, str]]:
+    """``(level, first line, line after, text)`` of the top-level headings of Markdown text."""
+    tokens = _parser().parse(text)
+    found = []
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open" and token.level == 0 and token.map:
+            inline = tokens[i + 1]
+            words = "".join(
+                child.content if child.type in ("text", "code_inline") else " "
+                for child in inline.children or []
+                if child.type in ("text", "code_inline", "softbreak", "hardbreak")
+            )
+            heading = " ".join(words.split())
+            if heading:
+                found.append((int(token.tag[1]), token.map[0], token.map[1], heading))
+    return found
 
 
 # --------------------------------------------------------------------------- chunks

@@ -253,6 +253,15 @@ class CrawlState:
         )
         return [FrontierRow(url, host, int(d), int(rank)) for url, host, d, rank in rows]
 
+    def frontier_urls(self, source: str) -> list[tuple[str, str, str | None]]:
+        """``(url, status, reason)`` of every URL of ``source``, in the order they were ranked."""
+        rows = self.conn.execute(
+            "SELECT url, status, reason FROM crawl_frontier WHERE source = ? ORDER BY depth, rank, parent_rank, "
+            "link_index, url",
+            (source,),
+        )
+        return [(str(u), str(s), r) for u, s, r in rows]
+
     def outcome(self, source: str, url: str) -> dict[str, object] | None:
         """Everything recorded about one URL, or ``None``."""
         cur = self.conn.execute("SELECT * FROM crawl_frontier WHERE source = ? AND url = ?", (source, url))

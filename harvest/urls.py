@@ -54,6 +54,13 @@ CALENDAR_PARAMS = frozenset(
     }
 )
 
+# Date-like path segments: a year, a year and month ("2024-02", "202402"), a month or day after one.
+YEAR_SEGMENT_RE = re.compile(r"^(?:19|20)\d\d$")
+YEAR_MONTH_RE = re.compile(r"(?<!\d)(?:19|20)\d\d[-_.]?(?:0[1-9]|1[0-2])(?:[-_.]?(?:0[1-9]|[12]\d|3[01]))?(?!\d)")
+MONTH_OR_DAY_RE = re.compile(r"^(?:0?[1-9]|[12]\d|3[01])$")
+MAX_URLS_PER_DATE_PATTERN = 3  # distinct URLs admitted per date pattern ("/events/archive/<date>/")
+MAX_URLS_PER_QUERY_PATTERN = 10  # distinct URLs admitted per path and set of query parameter names
+
 # Links to files that are never documentation pages: not worth a request.
 BINARY_EXTENSION_RE = re.compile(
     r"\.(?:png|jpe?g|gif|bmp|ico|svg|webp|tiff?|avif|mp[34]|m4[av]|avi|mov|mkv|webm|ogg|wav|flac|aac|"
@@ -226,6 +233,69 @@ def trap_refusal(
     if _has_repeated_segments([s for s in parts.path.split("/") if s], max_segment_repeats):
         return "trap_repeated_segments"
     return None
+
+
+def url_pattern(url: str) -> tuple[str, str] | None:
+    """``(kind, pattern)`` of a URL whose path holds a date or that has a query string, else None.
+
+    ``kind`` is ``date`` (the pattern is the path with each date-like segment, and a month or day
+    segment right after a year, replaced by ``<date>``; the query's parameter names kept) or
+    ``query`` (the path and the sorted names of the query's parameters, values dropped).
+    """
+    parts = urlsplit(url)
+    names = ",".join(sorted({k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}))
+    segments = parts.path.split("/")
+    dated, after_date = False, False
+    pattern: list[str] = []
+    for seg in segments:
+        if YEAR_SEGMENT_RE.match(seg) or YEAR_MONTH_RE.search(seg):
+            pattern.append(YEAR_MONTH_RE.sub("<date>", seg) if not YEAR_SEGMENT_RE.match(seg) else "<date>")
+            dated = after_date = True
+        elif after_date and MONTH_OR_DAY_RE.match(seg):
+            pattern.append("<date>")
+        else:
+            pattern.append(seg)
+            after_date = False
+    host = parts.netloc
+    if dated:
+        return "date", f"{host}{'/'.join(pattern)}?{names}"
+    if parts.query:
+        return "query", f"{host}{parts.path}?{names}"
+    return None
+
+
+class TrapBudget:
+    """Admits a few URLs per URL pattern (``url_pattern``): ``MAX_URLS_PER_DATE_PATTERN`` per date
+    pattern (an archive with one page per month or day), ``MAX_URLS_PER_QUERY_PATTERN`` per query
+    pattern (a calendar or search driven by query strings). ``admit(url)`` is None, or the reason
+    (``trap_calendar``, ``trap_query_pattern``) once the pattern's budget is spent. Not thread-safe:
+    one crawler calls it, in commit order, so the URLs admitted do not depend on timing."""
+
+    REASONS = {"date": "trap_calendar", "query": "trap_query_pattern"}
+    LIMITS = {"date": MAX_URLS_PER_DATE_PATTERN, "query": MAX_URLS_PER_QUERY_PATTERN}
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def load(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
+        """Count the URLs a crawl already admitted: ``(url, status, reason)`` rows of its frontier."""
+        for url, status, reason in rows:
+            if status == "refused" and reason in self.REASONS.values():
+                continue
+            self.admit(url, force=True)
+
+    def admit(self, url: str, *, force: bool = False) -> str | None:
+        if url in self._seen:
+            return None
+        pattern = url_pattern(url)
+        if pattern is not None:
+            used = self._counts.get(pattern, 0)
+            if used >= self.LIMITS[pattern[0]] and not force:
+                return self.REASONS[pattern[0]]
+            self._counts[pattern] = used + 1
+        self._seen.add(url)
+        return None
 
 
 def _has_repeated_segments(segments: Sequence[str], max_repeats: int) -> bool:

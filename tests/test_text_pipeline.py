@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 import os
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from harvest.dedup import SEED, Deduper, SignatureMismatchError, normalise_words, shingles
 from harvest.extract import Document, extract_html, extract_pdf, read_local_file, strip_running_lines
-from harvest.gates import REASONS, QualityGates, flesch_kincaid_grade
+from harvest.gates import GATES, REASONS, QualityGates, flesch_kincaid_grade, link_chars
 from harvest.instructions import (
     INTENTS,
     TEMPLATES,
@@ -434,6 +435,23 @@ def test_good_text_passes_with_metrics() -> None:
     json.dumps(m)
 
 
+NAV_LINKS = [
+    "Rotating signing keys without downtime",
+    "Auditing access to object storage",
+    "Designing private network boundaries",
+    "Federating workload identities across clouds",
+    "Reviewing firewall rules every quarter",
+    "Encrypting backups with customer keys",
+    "Responding to leaked access tokens",
+    "Hardening container images before release",
+    "Collecting flow logs in one archive",
+    "Limiting administrator sessions by time",
+    "Tagging resources by data classification",
+    "Testing disaster recovery of databases",
+]
+NAVIGATION = "Archive 2024-02\n\n" + "\n".join(f"- {title}" for title in NAV_LINKS)
+
+
 def _gate_cases() -> dict[str, tuple[dict, str]]:
     lines = "\n".join(["Enable multi-factor authentication for every administrator account now."] * 6)
     repeated = " ".join(["the storage account key"] * 30) + " " + GOOD_PROSE
@@ -470,6 +488,7 @@ def _gate_cases() -> dict[str, tuple[dict, str]]:
         "symbol_ratio": ({}, hashtags),
         "duplicate_lines": ({}, lines + "\n" + GOOD_PROSE),
         "top_ngram": ({}, repeated),
+        "navigation": ({}, NAVIGATION),
         "language": ({}, german),
         "readability_low": ({}, simple),
         "readability_high": ({}, complex_),
@@ -479,9 +498,22 @@ def _gate_cases() -> dict[str, tuple[dict, str]]:
 @pytest.mark.parametrize("reason", REASONS)
 def test_each_gate_reason(reason: str) -> None:
     overrides, text = _gate_cases()[reason]
-    result = QualityGates({**QUALITY, **overrides}).check(text)
+    result = QualityGates({**QUALITY, **overrides}).check(text, links=link_chars(text, Counter(NAV_LINKS)))
     assert not result.passed
     assert result.reason == reason, result.metrics
+
+
+def test_navigation_gate_measures_link_text() -> None:
+    gates = QualityGates(QUALITY)
+    nav = gates.check(NAVIGATION, links=link_chars(NAVIGATION, Counter(NAV_LINKS)))
+    assert nav.reason == "navigation" and nav.metrics["link_share"] > 0.9 and nav.metrics["link_lines"] > 0.9
+    assert gates.check(NAVIGATION).reason != "navigation"  # no link texts known: the gate is not run
+    # prose that mentions two link texts in passing keeps its place
+    prose = GOOD_PROSE + " See " + NAV_LINKS[0] + " and " + NAV_LINKS[1] + "."
+    kept = gates.check(prose, links=link_chars(prose, Counter(NAV_LINKS)))
+    assert kept.passed and 0 < kept.metrics["link_share"] < 0.2
+    assert [g.name for g in GATES][:3] == ["size", "boilerplate", "gopher"]
+    assert REASONS == tuple(r for g in GATES for r in g.reasons) and "navigation" in REASONS
 
 
 def test_page_language_can_be_given() -> None:

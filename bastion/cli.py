@@ -81,9 +81,9 @@ def _report_error(ctx: click.Context, message: str) -> None:
 
 
 @click.group(cls=BastionGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Bastion's own debug logging (libraries stay quiet).")
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line (for log collectors).")
-@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("--debug", is_flag=True, help="Debug logging of everything (libraries too); tracebacks.")
 @click.option(
     "--runs-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -98,7 +98,7 @@ def main(ctx: click.Context, verbose: bool, log_json: bool, debug: bool, runs_di
     Stages: harvest -> train -> eval -> export -> eval-gguf. Each reads the recipe and the earlier
     stages' files in runs/<name>/ and can be rerun alone.
     """
-    setup_logging(verbose=verbose, log_json=log_json)
+    setup_logging(verbose=verbose, log_json=log_json, debug=debug)
     if runs_dir is not None:
         os.environ["BASTION_RUNS"] = str(runs_dir.resolve())  # bastion.paths.runs_dir and child processes
     ctx.ensure_object(dict).update(debug=debug, log_json=log_json)

@@ -50,9 +50,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False)
 
 
-def setup_logging(verbose: bool = False, log_json: bool = False) -> None:
-    """Configure the root logger once for the CLI."""
-    level = logging.DEBUG if verbose else logging.INFO
+_MARK = "_bastion_handler"
+OWN_LOGGERS = ("bastion", "harvest", "synth", "train", "evals", "export")  # what -v turns to DEBUG
+QUIET_LOGGERS = (
+    "urllib3",
+    "filelock",
+    "httpx",
+    "httpcore",
+    "datasets",
+    "trafilatura",
+    "htmldate",
+    "charset_normalizer",
+    "matplotlib",
+    "PIL",
+)
+
+
+def setup_logging(verbose: bool = False, log_json: bool = False, debug: bool = False) -> None:
+    """Configure the root logger for the CLI: INFO; ``verbose``: Bastion's own loggers at DEBUG
+    (libraries stay at INFO, chatty ones at WARNING); ``debug``: every logger at DEBUG.
+
+    Called again (several CLI runs in one process), it replaces the handler it installed before
+    and leaves other handlers (a test's log capture) in place.
+    """
     handler: logging.Handler
     if log_json:
         handler = logging.StreamHandler(sys.stderr)
@@ -65,8 +85,11 @@ def setup_logging(verbose: bool = False, log_json: bool = False) -> None:
         handler = RichHandler(console=console, show_path=False, show_time=True, markup=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(_RedactingFilter())
+    setattr(handler, _MARK, True)  # noqa: B010 - marks the handler that a later call replaces
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("urllib3", "filelock", "httpx", "datasets", "trafilatura", "htmldate", "charset_normalizer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, _MARK, False)] + [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose or debug else logging.NOTSET)
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -82,6 +82,8 @@ class CrawlStats:
     fetched: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> URLs
     failed: dict[str, int] = field(default_factory=dict)  # reason -> URLs
+    not_followed: dict[str, int] = field(default_factory=dict)  # never requested: off_domain, robots, trap_*...
+    requested_failed: dict[str, int] = field(default_factory=dict)  # requested, no page: http_404, timeout...
     per_host: dict[str, int] = field(default_factory=dict)  # host -> pages fetched
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)  # host -> fetched/refused/failed/pending
     pending: int = 0  # left in the frontier (max_pages or max_depth reached)
@@ -601,20 +603,23 @@ class _Crawler:
         )
         refused: Counter[str] = Counter()
         failed: Counter[str] = Counter()
-        for host, status, reason, n in self.state.tally(self.cfg.name):
+        not_followed: Counter[str] = Counter()
+        requested_failed: Counter[str] = Counter()
+        for host, status, reason, requested, n in self.state.tally(self.cfg.name):
             host = host or "(no host)"  # mailto:, javascript: links
             counts = stats.hosts.setdefault(host, {"fetched": 0, "refused": 0, "failed": 0, "pending": 0})
             counts[status] += n
             if status == "fetched":
                 stats.fetched += n
                 stats.per_host[host] = stats.per_host.get(host, 0) + n
-            elif status == "refused":
-                refused[reason or "unknown"] += n
-            elif status == "failed":
-                failed[reason or "unknown"] += n
+            elif status in ("refused", "failed"):
+                (refused if status == "refused" else failed)[reason or "unknown"] += n
+                (requested_failed if requested else not_followed)[reason or "unknown"] += n
             else:
                 stats.pending += n
         stats.refused, stats.failed = dict(sorted(refused.items())), dict(sorted(failed.items()))
+        stats.not_followed = dict(sorted(not_followed.items()))
+        stats.requested_failed = dict(sorted(requested_failed.items()))
         return stats
 
 
@@ -649,13 +654,14 @@ def crawl(
             crawler.shared.stop.set()
     stats = crawler.stats(resumed, started)
     log.info(
-        "%s: %d pages (%d this run, %d requests), %d refused, %d failed, %d left in the frontier",
+        "%s: %d pages (%d this run, %d requests); %d links not followed, %d requested and failed; "
+        "%d left in the frontier",
         stats.source,
         stats.fetched,
         stats.pages_this_run,
         stats.requests_this_run,
-        sum(stats.refused.values()),
-        sum(stats.failed.values()),
+        sum(stats.not_followed.values()),
+        sum(stats.requested_failed.values()),
         stats.pending,
     )
     return stats

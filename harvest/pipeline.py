@@ -213,6 +213,13 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
     if not recipe.harvest["sources"]:
         raise BadInputError(f"{recipe.path}: harvest.sources is empty; add at least one source")
     folder.data_dir.mkdir(parents=True, exist_ok=True)
+    kinds = Counter(s["kind"] for s in recipe.harvest["sources"])
+    log.info(
+        "harvest: %d source(s) (%s); loading the tokenizer of %s for exact token counts",
+        len(recipe.harvest["sources"]),
+        ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+        recipe.base_model["id"],
+    )
     count_tokens = TokenCounter(load_tokenizer(recipe))  # exact counts, by the tokenizer itself
     processor = PageProcessor(recipe, count_tokens, max_record_tokens(recipe, count_tokens))
     state_path = folder.harvest_state
@@ -281,9 +288,7 @@ def harvest_sources(
         from harvest.crawl import crawl_sources
 
         with ExitStack() as stack:
-            effective = [
-                stack.enter_context(served_source(recipe, s)) if s["kind"] == "served" else s for s in crawled
-            ]
+            effective = [stack.enter_context(served_source(recipe, s)) if s["kind"] == "served" else s for s in crawled]
 
             def on_page(page: Any, conn: sqlite3.Connection) -> None:
                 doc = page_document(page, page.source)
@@ -378,7 +383,7 @@ def harvest_local(
         if tick is not None:
             for path in paths:
                 tick(str(path))
-    return {"fetched": len(files), "refused": {}, "per_host": {"local": len(files)}}
+    return {"fetched": len(files), "not_followed": {}, "requested_failed": {}, "per_host": {"local": len(files)}}
 
 
 def stats_dict(stats: Any) -> dict[str, Any]:
@@ -669,13 +674,14 @@ def _flat_string_object(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
 def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything quality.json reports."""
     conn = store.conn
-    refused: Counter[str] = Counter()
+    not_followed: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     per_domain: Counter[str] = Counter()
     fetched = 0
     for s in crawl_stats:
         fetched += int(s.get("fetched", 0))
-        for key in ("refused", "failed"):
-            refused.update({str(k): int(v) for k, v in (s.get(key) or {}).items()})
+        not_followed.update({str(k): int(v) for k, v in (s.get("not_followed") or {}).items()})
+        failed.update({str(k): int(v) for k, v in (s.get("requested_failed") or {}).items()})
         per_domain.update({str(k): int(v) for k, v in (s.get("per_host") or {}).items()})
     rejected = Counter(
         dict(conn.execute("SELECT reason, COUNT(*) FROM chunks WHERE passed = 0 GROUP BY reason").fetchall())
@@ -694,7 +700,8 @@ def collect_stats(recipe: Recipe, store: ChunkStore, crawl_stats: list[dict[str,
         "generated": now_iso(),
         "pages": {
             "fetched": fetched,
-            "refused": dict(refused),
+            "not_followed": dict(sorted(not_followed.items())),  # links never requested, by reason
+            "failed": dict(sorted(failed.items())),  # requested, no page: by HTTP status or error
             "per_domain": dict(per_domain),
             "no_text": conn.execute("SELECT COUNT(*) FROM page_notes").fetchone()[0],
         },

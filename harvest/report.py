@@ -84,10 +84,16 @@ def render_markdown(s: dict[str, Any]) -> str:
         f"Generated {s['generated']}. Records kept: **{records['kept']}** "
         f"from {pages['fetched']} pages ({sections['total']} sections, {sections['chunks']} chunks).\n",
         "## Pages\n",
-        f"- fetched: {pages['fetched']}\n- refused or failed: {sum(pages['refused'].values())}\n"
+        f"- fetched: {pages['fetched']}\n"
+        f"- links not followed (never requested): {sum(pages['not_followed'].values())}\n"
+        f"- requested and failed: {sum(pages['failed'].values())}\n"
         f"- pages with no extractable text: {pages['no_text']}\n",
-        "### Refused or failed, by reason\n",
-        _table(pages["refused"], ("reason", "pages")),
+        "### Not followed, by reason\n",
+        "Links found but never requested: off the allowed domains or path prefixes, disallowed by "
+        "robots.txt, crawler traps, files that are not pages, pages already fetched.\n\n",
+        _table(pages["not_followed"], ("reason", "links")),
+        "### Requested and failed, by HTTP status or error\n",
+        _table(pages["failed"], ("status or error", "URLs")),
         "### Pages per domain\n",
         _table(pages["per_domain"], ("domain", "pages")),
         "## Quality gates\n",

@@ -276,11 +276,12 @@ class CrawlState:
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
 
-    def tally(self, source: str) -> list[tuple[str, str, str | None, int]]:
-        """``(host, status, reason, count)`` groups of ``source``."""
+    def tally(self, source: str) -> list[tuple[str, str, str | None, bool, int]]:
+        """``(host, status, reason, requested, count)`` groups of ``source``; ``requested``: the
+        URLs were requested at least once (a refusal before any request is False)."""
         rows = self.conn.execute(
-            "SELECT host, status, reason, COUNT(*) FROM crawl_frontier WHERE source = ? "
-            "GROUP BY host, status, reason ORDER BY host, status, reason",
+            "SELECT host, status, reason, requests > 0, COUNT(*) FROM crawl_frontier WHERE source = ? "
+            "GROUP BY host, status, reason, requests > 0 ORDER BY host, status, reason, requests > 0",
             (source,),
         )
-        return [(h, s, r, int(n)) for h, s, r, n in rows]
+        return [(h, s, r, bool(q), int(n)) for h, s, r, q, n in rows]

@@ -110,18 +110,13 @@ train: {{device: cpu, sequence_len: 512, precision: fp32, flash_attention: false
             other_hits = list(other.hits)
     data = tmp_path / "runs" / "faulty-site" / "data"
     quality = json.loads((data / "quality.json").read_text())
-    refused = quality["pages"]["refused"]
-    for reason in (
-        "redirect_loop",
-        "redirect_off_domain",
-        "http_500",
-        "timeout",
-        "too_large",
-        "content_type",
-        "robots",
-        "off_domain",
-    ):
-        assert refused.get(reason, 0) >= 1, (reason, refused)
+    failed, not_followed = quality["pages"]["failed"], quality["pages"]["not_followed"]
+    for reason in ("redirect_loop", "redirect_off_domain", "http_500", "timeout", "too_large", "content_type"):
+        assert failed.get(reason, 0) >= 1, (reason, failed)  # requested, and no page came of it
+    for reason in ("robots", "off_domain"):
+        assert not_followed.get(reason, 0) >= 1 and reason not in failed, (reason, not_followed)  # never requested
+    md = (data / "quality.md").read_text()
+    assert "### Not followed, by reason" in md and "### Requested and failed, by HTTP status or error" in md
     assert other_hits == []  # the off-domain host never saw a request
     sources = [json.loads(line) for line in (data / "sources.jsonl").read_text().splitlines()]
     urls = {s["url"].rsplit("/", 1)[-1] for s in sources}

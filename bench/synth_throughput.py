@@ -38,6 +38,7 @@ def recipe_text(url: str, slots: int, pairs: int) -> str:
     text = (
         (REPO / "recipes" / "tiny-cpu.yaml")
         .read_text()
+        .replace("synth:\n  enabled: false\n", "")  # the section each caller writes
         .replace("name: tiny-cpu", "name: bench-synth")
         .replace("path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
     )

@@ -19,6 +19,7 @@ def recipe_text(synth_yaml: str = "") -> str:
     text = (
         (REPO / "recipes" / "tiny-cpu.yaml")
         .read_text()
+        .replace("synth:\n  enabled: false\n", "")  # the section each caller writes
         .replace("name: tiny-cpu", f"name: {NAME}")
         .replace("path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
     )

@@ -345,7 +345,8 @@ def test_train_reads_the_pairs_when_synth_is_enabled(harvested: Path, tmp_path: 
 def test_recipe_checks(harvested: Path, tmp_path: Path) -> None:
     def problems(section: str) -> str:
         path = tmp_path / "r.yaml"
-        path.write_text((REPO / "recipes" / "tiny-cpu.yaml").read_text() + "\nsynth:\n" + section)
+        base = (REPO / "recipes" / "tiny-cpu.yaml").read_text().replace("synth:\n  enabled: false\n", "")
+        path.write_text(base + "\nsynth:\n" + section)
         try:
             load_recipe(path, checks=[c for c in [synth.STAGE.check] if c])
         except RecipeError as exc:

@@ -68,7 +68,14 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recipe, RunFolder, 
 
 def test_all_runs_every_stage_and_evaluates_the_gguf_it_exported(chain: Any) -> None:
     recipe, folder, outcome = chain
-    assert outcome == {"harvest": "ok", "train": "ok", "eval": "ok", "export": "ok", "eval-gguf": "ok"}
+    assert outcome == {
+        "harvest": "ok",
+        "synth": "disabled",
+        "train": "ok",
+        "eval": "ok",
+        "export": "ok",
+        "eval-gguf": "ok",
+    }
     report = json.loads(folder.gguf_eval_report_json.read_text())
     assert report["gguf"] == folder.gguf("q4_k_m").name
     assert report["summary"]["cloudsec_mcq"]["acc"]["n"] == 1
@@ -89,6 +96,7 @@ def test_rerun_skips_what_is_up_to_date_and_reexport_reruns_the_gguf_eval(chain:
     outcome = run_all(recipe, folder, force=("export",))
     assert outcome == {
         "harvest": "up to date",
+        "synth": "disabled",
         "train": "up to date",
         "eval": "up to date",
         "export": "ok",

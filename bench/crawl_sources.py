@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fixture_server import FixtureServer, Reply, page  # noqa: E402
 
+from bastion.run_folder import RunFolder  # noqa: E402
 from harvest import crawl as crawl_module  # noqa: E402
 from harvest.state import CrawlState  # noqa: E402
 
@@ -63,9 +64,7 @@ def site_routes(tag: str, n_pages: int, latency: float) -> dict[str, Reply]:
     return routes
 
 
-def crawl_all(
-    sources: list[dict[str, Any]], politeness: dict[str, Any], state_path: Path, on_page: Any
-) -> list[Any]:
+def crawl_all(sources: list[dict[str, Any]], politeness: dict[str, Any], state_path: Path, on_page: Any) -> list[Any]:
     """The harvest's crawl of every source: ``crawl_sources`` when it exists, else one after another."""
     together = getattr(crawl_module, "crawl_sources", None)
     if together is not None:
@@ -111,7 +110,9 @@ def run(scale: float, delay: float, latency: float) -> None:
             for k, (srv, n) in enumerate(zip(servers, counts, strict=True))
         ]
         started = time.perf_counter()
-        crawl_all(sources, politeness, Path(tmp) / "state.sqlite", lambda p, conn: fetched.append(p.url))
+        folder = RunFolder(Path(tmp))
+        folder.data_dir.mkdir()
+        crawl_all(sources, politeness, folder.harvest_state, lambda p, conn: fetched.append(p.url))
         elapsed = time.perf_counter() - started
         hits = [sorted(h.time for h in srv.hits) for srv in servers]
     gaps = [b - a for times in hits for a, b in zip(times, times[1:], strict=False)]

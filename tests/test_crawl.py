@@ -646,3 +646,69 @@ def test_sigkill_and_resume_gives_the_same_pages(tmp_path: Path) -> None:
     state = CrawlState(killed)
     assert state.count("site", "fetched") == 40 and state.count("site", "pending") == 1
     state.close()
+
+
+def test_date_archives_and_query_patterns_are_bounded(tmp_path: Path) -> None:
+    """An archive with one page per month (each linking to the next) and a query-string calendar:
+    a few URLs per pattern are crawled, the rest refused as traps, whatever max_depth allows."""
+    from harvest.urls import MAX_URLS_PER_DATE_PATTERN, MAX_URLS_PER_QUERY_PATTERN, TrapBudget, url_pattern
+
+    assert url_pattern("http://h/events/archive/2024-02/") == ("date", "h/events/archive/<date>/?")
+    assert url_pattern("http://h/blog/2024/") == url_pattern("http://h/blog/2023/")
+    assert url_pattern("http://h/docs/v1.2/intro") is None
+    budget = TrapBudget()
+    assert [budget.admit(f"http://h/a/2024-{m:02d}/") for m in range(1, 6)] == [None] * 3 + ["trap_calendar"] * 2
+
+    def month(hit: Any) -> Reply:
+        year, mon = int(hit.path.split("/")[3][:4]), int(hit.path.split("/")[3][5:7])
+        nxt = f"{year + mon // 12}-{mon % 12 + 1:02d}"
+        return Reply(body=page(f"/events/archive/{nxt}/", f"/search?page={mon + 1}", "/docs/"))
+
+    routes: dict[str, Any] = {
+        "/": Reply(body=page("/events/archive/2024-02/", "/docs/")),
+        "/events/archive/*": month,
+        "/search": lambda hit: Reply(body=page(f"/search?page={int(hit.path.split('=')[1]) + 1}")),
+        "/docs/": Reply(body=page()),
+    }
+    with FixtureServer(routes) as srv:
+        stats, _, _ = run_crawl(tmp_path, {"start_urls": [srv.url("/")], "max_depth": 30}, fast())
+        hits = srv.paths()
+    archive = [h for h in hits if h.startswith("/events/archive/")]
+    search = [h for h in hits if h.startswith("/search")]
+    assert len(archive) == MAX_URLS_PER_DATE_PATTERN, archive
+    assert len(search) <= MAX_URLS_PER_QUERY_PATTERN, search
+    assert stats.not_followed["trap_calendar"] >= 1 and "trap_calendar" not in stats.requested_failed
+
+
+def test_sources_are_crawled_at_once_under_one_politeness(tmp_path: Path) -> None:
+    """Three sources: two on their own hosts, one sharing a host with another. All run at once;
+    every host, the shared one included, is hit no faster than its delay (server side)."""
+    from harvest.crawl import crawl_sources
+
+    def site(prefix: str) -> dict[str, Any]:
+        routes: dict[str, Any] = {f"/{prefix}/": Reply(body=page(*[f"/{prefix}/{i}" for i in range(4)]))}
+        routes.update({f"/{prefix}/{i}": Reply(body=page(f"/{prefix}/")) for i in range(4)})
+        return routes
+
+    with FixtureServer({**site("a"), **site("c")}) as one, FixtureServer(site("b"), host="127.0.0.2") as two:
+        sources = [
+            {"name": name, "kind": "web", "start_urls": [srv.url(f"/{name}/")], "path_prefixes": [f"/{name}/"]}
+            for name, srv in (("a", one), ("b", two), ("c", one))
+        ]
+        pages: list[str] = []
+        started = time.monotonic()
+        stats = crawl_sources(
+            sources,
+            fast(delay_seconds=0.2, max_concurrency=8),
+            UA,
+            tmp_path / "s.sqlite",
+            lambda p, c: pages.append(p.url),
+        )
+        elapsed = time.monotonic() - started
+        t1, t2 = one.times(), two.times()
+    assert [s.source for s in stats] == ["a", "b", "c"] and [s.fetched for s in stats] == [5, 5, 5]
+    assert len(pages) == 15
+    assert min(gaps(t1)) >= 0.2 - TOLERANCE and min(gaps(t2)) >= 0.2 - TOLERANCE
+    assert t2[0] < t1[-1] and t1[0] < t2[-1]  # the hosts were crawled at the same time
+    # host one serves 10 pages + robots.txt (twice: once per source): about 11-12 delays, not 16
+    assert elapsed < 0.2 * (len(t1) + 3)

@@ -184,8 +184,9 @@ def dry_run_train(recipe: Recipe, folder: RunFolder, plan: NodePlan, *, resume: 
     if data.is_file():
         notes.append(f"training data: {len(load_records(data))} records in {data}")
     else:
+        synth = "" if data == folder.train_data else f" and `bastion synth {folder.recipe_arg}`"
         notes.append(
-            f"the training data {data} is not there yet: run `bastion harvest {folder.recipe_arg}` before "
+            f"the training data {data} is not there yet: run `bastion harvest {folder.recipe_arg}`{synth} before "
             "training (the config and commands below are rendered and validated without it)"
         )
     base = base_model_path(recipe)

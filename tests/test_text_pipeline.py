@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -912,3 +912,67 @@ def test_instruction_diversity_on_a_hand_built_list() -> None:
     empty = instruction_diversity([])
     assert empty["template_entropy_bits"] == 0.0 and empty["distinct_templates"] == 0
     assert math.isclose(instruction_diversity(items[:1])["template_entropy_bits"], 0.0)
+
+
+# ============================================================================ issue 16: fences, escapes, labels
+
+
+def test_sections_come_from_a_markdown_parser_with_fences_repaired() -> None:
+    text = (
+        "## Storage\n\nKeep secrets in a vault.\n\n"
+        "1. Fetch the secret with the team's role: ```\n# Get the secret metadata\nvault kv get secret/db\n```\n"
+        "2. Keep it in memory.\n\n"
+        "## Rotation\n\nRun ```vault lease renew``` before the lease ends.\n\n"
+        "## Email\n\nAlerts go to the shared mailbox.\n\n"
+        "```bash\nstray fence never closed\n\n## References\n\nThe operations guide."
+    )
+    sections = split_sections(doc(text, title="Secrets"), 3)
+    headings = [s.topic for s in sections]
+    assert headings == ["Storage", "Rotation", "Email", "References"]  # no code comment, no swallowed page
+    storage = sections[0].text
+    assert "role:\n```\n# Get the secret metadata" in storage and "2. Keep it in memory." in storage
+    assert "```vault lease renew```" in sections[1].text  # an inline span, left as it is
+    assert sections[2].text.endswith("```bash\nstray fence never closed\n```")  # closed at its own block's end
+    assert content_kind("```vault x``` is inline code in a sentence that goes on.") == "prose"
+
+
+def test_markdown_escapes_are_resolved_outside_code() -> None:
+    from harvest.sections import unescape_markdown
+
+    assert unescape_markdown("max\\_ttl and \\[!WARNING\\] tag \\#network") == "max_ttl and [!WARNING] tag #network"
+    assert unescape_markdown("`keep\\_this` but not\\_this") == "`keep\\_this` but not_this"
+    assert unescape_markdown("```\nC:\\_dir\n```") == "```\nC:\\_dir\n```"
+    assert unescape_markdown("\\# not a heading") == "\\# not a heading"  # would become one
+
+
+def test_label_headings_never_become_topics() -> None:
+    from harvest.instructions import is_label, section_topic
+
+    for label in ("Do", "Don't", "Don\u2019t", "References", "See also", "Archive 2024-02", "Archives"):
+        assert is_label(label), label
+    assert not is_label("Domain controllers") and not is_label("Referencing secrets")
+    do = Section("Secrets > Rotation > Do", 3, GOOD_PROSE, 3, "Secrets", "prose")
+    assert section_topic(do) == "Rotation"
+    ins = make_instruction(do, PERSONA, list(INTENTS), 1)
+    assert "Rotation" in ins.instruction and " Do " not in ins.instruction
+    refs = Section("References", 2, GOOD_PROSE, 5, "Secrets \\_ Guide", "prose")
+    assert section_topic(refs) == "Secrets _ Guide"
+
+
+def test_extract_keeps_headings_whatever_their_ids() -> None:
+    html = f"""<html><head><title>Alerts</title></head><body><main><article>
+    <h1 id="alerts">Alerts<a class="headerlink" href="#alerts">¶</a></h1><p>{GOOD_PROSE}</p>
+    <section id="email"><h2 id="email">Email<a class="headerlink" href="#email">¶</a></h2>
+    <p>{SEGMENTATION}</p></section>
+    <section id="share"><h2 id="share">Share</h2><p>{GOOD_PROSE}</p></section>
+    <section id="comments"><h2 class="comments">Comments</h2><p>{SEGMENTATION}</p>
+    <ul><li>Fetch it: <div class="highlight"><pre><span>vault kv get</span> <span>secret/db</span></pre></div></li></ul>
+    <p>See <a href="/next">the rotation guide</a>.</p></section>
+    </article></main></body></html>"""
+    d = extract_html(html, "https://docs.example.com/alerts", "docs")
+    assert d is not None and d.title == "Alerts"
+    for heading in ("# Alerts\n", "## Email\n", "## Share\n", "## Comments\n"):
+        assert heading in d.text, d.text
+    assert "¶" not in d.text and "](" not in d.text and "the rotation guide" in d.text
+    assert d.links == ("the rotation guide",)
+    assert "`vault kv get secret/db`" in d.text  # a <pre> without <code> stays code (one line: a span)

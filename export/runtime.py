@@ -25,11 +25,12 @@ def verified_gguf(folder: RunFolder, kind: str) -> Path:
     path = folder.require_gguf(kind)
     rebuild = f"export again with `bastion export {folder.recipe_arg} --force`"
     if folder.sha256sums.is_file():
-        listed = dict(
-            reversed(line.split(None, 1)) for line in folder.sha256sums.read_text().splitlines() if line.strip()
-        )
+        listed: dict[str, str] = {}
+        for line in folder.sha256sums.read_text().splitlines():
+            digest, _, name = line.strip().partition("  ")
+            listed[name] = digest
         expected = listed.get(path.name)
-        if expected is not None and file_sha256(path) != expected.strip():
+        if expected is not None and file_sha256(path) != expected:
             raise BadInputError(f"{path} does not match its checksum in {folder.sha256sums}; {rebuild}")
     from llama_cpp import Llama
 

@@ -89,6 +89,27 @@ def test_all_runs_every_stage_and_evaluates_the_gguf_it_exported(chain: Any) -> 
     assert str(folder.gguf("q4_k_m").relative_to(folder.root)) in json.dumps(folder.stage_entry("export")["outputs"])
 
 
+def test_the_tuned_model_learned_the_held_out_domain_and_the_gguf_kept_it(chain: Any) -> None:
+    """Fails when learning breaks: data that never reached training or an adapter not applied at eval
+    leave tuned = base (the interval then touches 0); an export that lost the tuning puts the GGUF
+    far from the tuned model."""
+    recipe, folder, _ = chain
+    heldout = [json.loads(x) for x in folder.heldout.read_text().splitlines()]
+    report = json.loads(folder.eval_report_json.read_text())
+    domain = report["domain"]["heldout_domain"]
+    assert domain["documents"] == len(heldout) >= 2
+    b = domain["bits_per_byte"]
+    assert b["tuned"] < b["base"] and b["ci_high"] < 0 and b["verdict"] == "improved", b
+    assert domain["word_perplexity"]["tuned"] < domain["word_perplexity"]["base"]
+    assert "heldout_domain" in report["commands"]["tuned"] and "heldout_pages" in report["commands"]["tuned"]
+    assert "held-out domain text" in folder.eval_report_md.read_text()
+    gguf = json.loads(folder.gguf_eval_report_json.read_text())["domain"]["heldout_domain"]["bits_per_byte"]
+    assert gguf["base"] == pytest.approx(b["tuned"])  # the GGUF report compares with the tuned HF model
+    assert abs(gguf["ratio_to_tuned"] - 1) <= 0.02, gguf
+    card = folder.model_card.read_text()
+    assert "Held-out domain text" in card
+
+
 def test_rerun_skips_what_is_up_to_date_and_reexport_reruns_the_gguf_eval(chain: Any) -> None:
     recipe, folder, _ = chain
     assert set(run_all(recipe, folder).values()) == {"up to date"}

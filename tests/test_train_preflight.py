@@ -30,13 +30,17 @@ def tiny_recipe(tmp_path: Path, **train: object) -> Path:
 
 
 def with_data(tmp_path: Path, recipe_path: Path, records: list[dict] | str) -> RunFolder:
-    """A run folder whose harvest wrote ``records`` (recorded as a successful harvest)."""
+    """A run folder whose harvest (and synth, when the recipe enables it) wrote ``records``, recorded as
+    successful runs of those stages."""
     recipe = load_recipe(recipe_path)
     folder = RunFolder.for_recipe(recipe, base=tmp_path / "runs")
-    folder.data_dir.mkdir(parents=True)
     text = records if isinstance(records, str) else "".join(json.dumps(r) + "\n" for r in records)
-    folder.train_data.write_text(text)
+    for path in {folder.train_data, folder.training_records(recipe)}:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
     record_done("harvest", recipe, folder)
+    if folder.training_records(recipe) != folder.train_data:
+        record_done("synth", recipe, folder)
     return folder
 
 

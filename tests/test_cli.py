@@ -51,7 +51,7 @@ def test_missing_recipe_exit_3() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["validate", "harvest", "train", "eval", "export", "eval-gguf", "all", "demo", "serve", "chat"]
+    "command", ["validate", "harvest", "synth", "train", "eval", "export", "eval-gguf", "all", "demo", "serve", "chat"]
 )
 def test_every_command_has_help(command: str) -> None:
     proc = bastion(command, "--help")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import subprocess
 import sys
 import time
@@ -177,6 +178,13 @@ TINY = (
 def swap(old: str, new: str, text: str = TINY) -> bytes:
     assert old in text, old
     return text.replace(old, new, 1).encode("utf-8")
+
+
+def set_value(key: str, value: str, text: str = TINY) -> bytes:
+    """``key: <anything>`` (first occurrence, comment kept) -> ``key: value``."""
+    out, count = re.subn(rf"^(\s*{key}:) [^#\n]*?(\s*(#.*)?)$", rf"\g<1> {value}\g<2>", text, count=1, flags=re.M)
+    assert count == 1, key
+    return out.encode("utf-8")
 
 
 def alias_bomb(levels: int = 12, width: int = 9) -> bytes:
@@ -374,10 +382,10 @@ def hand_cases() -> list[Case]:
         (
             "exponent-2e-4",
             "yaml11",
-            swap("learning_rate: 0.001", "learning_rate: 2e-4"),
+            set_value("learning_rate", "2e-4"),
             ("train.learning_rate:", "write 2.0e-4"),
         ),
-        ("exponent-int", "yaml11", swap("  max_steps: 5", "  max_steps: 1e3"), ("train.max_steps:", "write 1000")),
+        ("exponent-int", "yaml11", set_value("max_steps", "1e3"), ("train.max_steps:", "write 1000")),
         (
             "norway",
             "yaml11",
@@ -403,7 +411,11 @@ def hand_cases() -> list[Case]:
         (
             "nan-in-axolotl",
             "yaml11",
-            swap("  flash_attention: false", "  flash_attention: false\n  axolotl: {lr: .nan}"),
+            (
+                swap("\n  axolotl:\n", "\n  axolotl:\n    lr: .nan\n")
+                if "\n  axolotl:\n" in TINY
+                else swap("  flash_attention: false", "  flash_attention: false\n  axolotl: {lr: .nan}")
+            ),
             ("train.axolotl.lr:", "finite"),
         ),
         ("null-value", "yaml11", swap("  device: cpu", "  device:"), ("train.device:", "null")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -190,9 +191,9 @@ def eval_checks() -> tuple[object, ...]:
 @pytest.mark.parametrize(
     ("old", "new", "path", "needle"),
     [
-        ("learning_rate: 0.001", "learning_rate: .nan", "train.learning_rate", ".nan (not a number)"),
+        ("val_set_size: 0.05", "val_set_size: .nan", "train.val_set_size", ".nan (not a number)"),
         ("timeout_seconds: 5", "timeout_seconds: .inf", "harvest.politeness.timeout_seconds", ".inf (infinity)"),
-        ("learning_rate: 0.001", "learning_rate: 2e-4", "train.learning_rate", "YAML reads 2e-4 as text"),
+        ("val_set_size: 0.05", "val_set_size: 5e-2", "train.val_set_size", "YAML reads 5e-2 as text"),
         (
             "system_prompt: You are a Cloud Security Architect. Answer precisely and practically.",
             'system_prompt: "    "',
@@ -322,12 +323,12 @@ def test_stage_checks_do_not_repeat_a_malformed_field(tmp_path: Path) -> None:
 
 
 def test_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
-    text = TINY.replace("learning_rate: 0.001", "learning_rate: &lr 0.001")
+    text = TINY.replace("val_set_size: 0.05", "val_set_size: &lr 0.05")
     text = text.replace("    num_ctx: 2048\n", "    num_ctx: 2048\n    temperature: *lr\n")
     merged = "  tracking: {<<: &off {backend: none}, project: p}\n"
-    text = text.replace("  flash_attention: false\n", "  flash_attention: false\n" + merged)
+    text = re.sub(r"^  flash_attention: .*\n", lambda m: m.group(0) + merged, text, count=1, flags=re.M)
     path = tmp_path / "anchors.yaml"
     path.write_text(text)
     recipe = load_recipe(path)
-    assert recipe.export["ollama"]["temperature"] == 0.001
+    assert recipe.export["ollama"]["temperature"] == 0.05
     assert recipe.train["tracking"]["backend"] == "none" and recipe.train["tracking"]["project"] == "p"

@@ -2,7 +2,7 @@
 
 No weights can be downloaded, so Bastion builds its own stand-in for Llama 3.1 8B Instruct:
 the architecture and special-token layout of the real model at a toy size (hidden size 256,
-2 layers, tied embeddings), and a tokenizer identical to Meta's, rebuilt from the Llama 3
+2 layers, untied embeddings as in the 8B model), and a tokenizer identical to Meta's, rebuilt from the Llama 3
 vocabulary GGUF and the Llama 3.1 chat template that ship inside the llama-cpp-python sdist
 (see :mod:`bastion.vendor`). With it every stage runs for real: training, evaluation and the
 llama.cpp converter, which recognises the tokenizer as ``llama-bpe``.
@@ -103,7 +103,7 @@ MODEL_CONFIG: dict[str, Any] = {
     },
     "attention_bias": False,
     "mlp_bias": False,
-    "tie_word_embeddings": True,
+    "tie_word_embeddings": False,  # as Llama 3.1 8B: the LM head is a matrix of its own
     "initializer_range": 0.02,
     "bos_token_id": FIRST_SPECIAL_ID,
     "eos_token_id": EOS_TOKEN_IDS,
@@ -314,9 +314,10 @@ def _version(dist: str) -> str:
 
 
 def cache_key_inputs() -> dict[str, str]:
-    """What a cached tiny model depends on: library versions, the sdist, this builder, the seed."""
+    """What a cached tiny model depends on: library versions, the sdist, this builder, its config, the seed."""
     return {
         "builder": BUILDER_VERSION,
+        "config": hashlib.sha256(json.dumps(MODEL_CONFIG, sort_keys=True).encode()).hexdigest()[:12],
         "seed": str(DEFAULT_SEED),
         "transformers": _version("transformers"),
         "tokenizers": _version("tokenizers"),

@@ -165,12 +165,16 @@ def reproduce_command(recipe: Recipe, folder: RunFolder, base: str, adapter: Pat
     return shlex.join(parts)
 
 
-def evaluate_model(lm: Any, recipe: Recipe, folder: RunFolder, task_manager: Any) -> dict[str, Any]:
-    """One lm-eval run with the shared settings."""
+def evaluate_model(
+    lm: Any, recipe: Recipe, folder: RunFolder, task_manager: Any, tasks: list[str] | None = None
+) -> dict[str, Any]:
+    """One lm-eval run with the shared settings (``tasks``: a subset of them)."""
     from lm_eval import simple_evaluate
 
     quiet_git_hash()
     s = lm_eval_settings(recipe, folder)
+    if tasks is not None:
+        s["tasks"] = [t for t in s["tasks"] if t in tasks]
     result: dict[str, Any] = simple_evaluate(model=lm, task_manager=task_manager, **s)
     return result
 
@@ -205,7 +209,7 @@ def per_question(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
             qid = str(doc.get("id", row.get("doc_id")))
             metrics: dict[str, Any] = {m: float(row[m]) for m in SAMPLE_METRICS if m in row and row[m] is not None}
             # rolling log-likelihood: [log-likelihood, units] per page
-            metrics |= {m: [float(v) for v in row[m]] for m in ROLLING_METRICS if isinstance(row.get(m), list)}
+            metrics |= {m: [float(v) for v in row[m]] for m in ROLLING_METRICS if isinstance(row.get(m), list | tuple)}
             table[qid] = {"category": doc.get("category", "all"), "doc": doc, **metrics}
     return out
 
@@ -314,7 +318,8 @@ def run_gguf_eval(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]
         lm = ChatGGUFLM(
             base_url=base_url, tokenizer_path=str(merged), max_gen_toks=recipe.eval["max_gen_tokens"], gguf_path=gguf
         )
-        samples = save_run(evaluate_model(lm, recipe, folder, task_manager), folder.gguf_eval_dir)
+        tasks = recipe.eval["gguf_tasks"]
+        samples = save_run(evaluate_model(lm, recipe, folder, task_manager, tasks), folder.gguf_eval_dir)
     report = build_gguf_report(recipe, folder, gguf, per_question(tuned), per_question(samples))
     log.info("eval-gguf: report in %s", folder.gguf_eval_report_md)
     return {"gguf": gguf.name, "report": str(folder.gguf_eval_report_md), "summary": report["summary"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import REPO
@@ -30,7 +31,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     open_slice = [q for c in CATEGORIES for q in [q for q in opn if q["category"] == c][:1]]
     (tmp / "mcq.jsonl").write_text("".join(json.dumps(q) + "\n" for q in mcq_slice))
     (tmp / "open.jsonl").write_text("".join(json.dumps(q) + "\n" for q in open_slice))
-    text = text.replace("  limit: 20\n", "  limit: null\n  banks: {mcq: mcq.jsonl, open: open.jsonl}\n")
+    text = re.sub(r"  limit: \d+.*\n", "  limit: null\n  banks: {mcq: mcq.jsonl, open: open.jsonl}\n", text, count=1)
     text = text.replace("  max_gen_tokens: 32\n", "  max_gen_tokens: 16\n")
     path = tmp / "recipe.yaml"
     path.write_text(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def tiny_recipe(folder: Path, name: str, extra_eval: str = "", min_records: int 
     text = text.replace("name: tiny-cpu", f"name: {name}")
     text = text.replace("path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
     text = text.replace("    min_records: 5\n", f"    min_records: {min_records}\n")
-    text = text.replace("  limit: 20\n", f"  limit: null\n{extra_eval}")
+    text = re.sub(r"  limit: \d+.*\n", f"  limit: null\n{extra_eval}", text, count=1)
+    text = text.replace("  gguf_tasks: [heldout_domain]\n", "  gguf_tasks: null\n")  # every task on the GGUF
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
@@ -59,7 +61,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recipe, RunFolder, 
     tmp = tmp_path_factory.mktemp("runner")
     (tmp / "mcq.jsonl").write_text(json.dumps(MCQ) + "\n")
     (tmp / "open.jsonl").write_text(json.dumps(OPEN) + "\n")
-    extra = f"  gguf: true\n  banks: {{mcq: {tmp}/mcq.jsonl, open: {tmp}/open.jsonl}}\n"
+    extra = f"  banks: {{mcq: {tmp}/mcq.jsonl, open: {tmp}/open.jsonl}}\n"
     recipe = load_recipe(tiny_recipe(tmp, "runner-e2e", extra))
     recipe.eval["max_gen_tokens"] = 8
     folder = RunFolder.for_recipe(recipe, base=tmp / "runs")

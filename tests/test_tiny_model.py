@@ -123,7 +123,7 @@ def test_special_tokens_and_config(tokenizer: Any, model_dir: Path) -> None:
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (256, 2, 128256)
-    assert config["tie_word_embeddings"] is True
+    assert config["tie_word_embeddings"] is False  # as Llama 3.1 8B
     assert config["bos_token_id"] == 128000
     assert config["eos_token_id"] == [128001, 128008, 128009]
     gen = json.loads((model_dir / "generation_config.json").read_text(encoding="utf-8"))

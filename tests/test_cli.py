@@ -144,3 +144,20 @@ def test_lm_eval_records_bastions_commit_without_git_noise(tmp_path: Path, capfd
         assert "fatal" not in capfd.readouterr().err
     finally:
         monkey.undo()
+
+
+def test_validate_runs_the_stages_checks(tmp_path: Path) -> None:
+    """What used to pass validate and fail later: an Axolotl key typo, a missing source folder, a
+    mistyped task name; all reported at once, with a did-you-mean, exit 2."""
+    text = (REPO / "recipes" / "tiny-cpu.yaml").read_text()
+    text = text.replace("path: corpus/cloudsec-mini", "path: /no/such/folder").replace("[cloudsec]", "[cloudsek]")
+    text = text.replace("  axolotl:\n", "  axolotl:\n    lerning_rate: 0.1\n")
+    path = tmp_path / "typos.yaml"
+    path.write_text(text)
+    proc = bastion("validate", str(path))
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr
+    assert "harvest.sources[0].path" in err and "/no/such/folder does not exist" in err
+    assert "train.axolotl.lerning_rate: unknown Axolotl key" in err and "did you mean 'learning_rate'" in err
+    assert "eval.tasks[0]" in err and "did you mean 'cloudsec'" in err
+    assert "Traceback" not in err

@@ -80,3 +80,47 @@ def test_decontamination_finds_shared_ngrams() -> None:
     ]
     found = contaminated(train, docs, n=8)
     assert set(found) == {"q1"} and found["q1"] >= 3
+
+
+def _rows(values: list[float], category: str | None = None) -> dict[str, dict]:
+    doc = {} if category is None else {"category": category}
+    return {f"q{i}": {"category": doc.get("category", "all"), "doc": doc, "acc": v} for i, v in enumerate(values)}
+
+
+def test_a_bring_your_own_bank_is_named_after_it_and_its_single_category_listed_once(tmp_path) -> None:
+    import json
+
+    from conftest import REPO
+
+    from bastion.recipe import load_recipe
+    from bastion.run_folder import RunFolder
+    from evals.compare import build_report
+
+    (tmp_path / "pubbench.jsonl").write_text(
+        json.dumps({"id": "p1", "question": "Q?", "choices": ["a", "b"], "answer": "A"}) + "\n"
+    )
+    text = (REPO / "recipes" / "tiny-cpu.yaml").read_text()
+    text = text.replace("  tasks: [cloudsec]\n", "  tasks: [cloudsec]\n  banks: {mcq: pubbench.jsonl}\n")
+    text = text.replace("path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}")
+    (tmp_path / "r.yaml").write_text(text)
+    recipe = load_recipe(tmp_path / "r.yaml")
+    folder = RunFolder.for_recipe(recipe, base=tmp_path / "runs")
+    folder.eval_dir.mkdir(parents=True)
+    runs = {"base": {"cloudsec_mcq": _rows([0, 1, 0, 1])}, "tuned": {"cloudsec_mcq": _rows([1, 1, 0, 1])}}
+    report = build_report(recipe, folder, runs, {"base": "lm_eval ...", "tuned": "lm_eval ..."})
+    md = folder.eval_report_md.read_text()
+    assert "## pubbench (cloudsec_mcq on pubbench.jsonl)" in md
+    assert md.count("| **all** |") == 1 and "| all |" not in md  # the bank has no categories: one row
+    assert report["tasks"]["cloudsec_mcq"]["metrics"]["acc"]["overall"]["n"] == 4
+
+
+def test_bits_per_byte_comparison_is_paired_over_documents() -> None:
+    from evals.stats import compare_bits_per_byte
+
+    nbytes = [1000.0, 2000.0, 1500.0]
+    base = [-2000.0, -4200.0, -3100.0]
+    tuned = [b * 0.7 for b in base]  # every page 30% more likely per byte
+    c = compare_bits_per_byte(base, tuned, nbytes, samples=500, seed=1)
+    assert c.tuned < c.base and c.ci_high < 0 and c.verdict == "improved"
+    same = compare_bits_per_byte(base, base, nbytes, samples=500, seed=1)
+    assert same.diff == 0 and same.ci_low == same.ci_high == 0 and same.verdict == "no significant change"

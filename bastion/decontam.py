@@ -7,13 +7,13 @@ pairs that overlap an eval question), so that both sides apply the same test: lo
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import BadInputError, MissingResourceError
+from bastion.errors import MissingResourceError
+from bastion.jsonl import read_jsonl
 from bastion.paths import REPO_ROOT
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -78,15 +78,8 @@ def read_bank(path: Path) -> Iterator[dict[str, Any]]:
     """The questions of one JSONL bank file."""
     if not path.is_file():
         raise MissingResourceError(f"eval bank {path} not found")
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{path}:{number}: not JSON ({exc.msg})") from None
-        if isinstance(doc, dict):
-            yield doc
+    for _, doc in read_jsonl(path):
+        yield doc
 
 
 #: The cloudsec tasks' own banks (``evals/tasks/cloudsec/bank/``); a test checks the eval finds them here too.

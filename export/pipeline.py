@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import time
@@ -13,6 +12,7 @@ from typing import Any
 from bastion.atomic import write_json, write_text
 from bastion.errors import ToolError
 from bastion.gguf_model import open_gguf
+from bastion.jsonl import read_jsonl
 from bastion.models import base_model_path
 from bastion.recipe import Recipe
 from bastion.run_folder import RunFolder
@@ -197,7 +197,7 @@ def _model_desc(llm: Any) -> str:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.is_file() else []
+    return [row for _, row in read_jsonl(path)] if path.is_file() else []
 
 
 def perplexity_texts(folder: RunFolder, tokenizer: Any, system_prompt: str) -> list[str]:

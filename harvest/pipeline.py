@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from bastion.atomic import write_jsonl
 from bastion.errors import BadInputError, MissingResourceError
 from bastion.manifest import file_sha256, now_iso
 from bastion.ngrams import ngrams
 from bastion.paths import SCHEMAS_DIR
+from bastion.progress import progress_bar
 from bastion.recipe import Recipe
 from bastion.run_folder import RunFolder
 from harvest.dedup import Deduper, DedupResult
@@ -245,17 +245,8 @@ def run_harvest(recipe: Recipe, folder: RunFolder, **_: Any) -> dict[str, Any]:
 
 
 def harvest_progress() -> Progress:
-    """A rich progress display on stderr (hidden when stderr is not a terminal)."""
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-        transient=False,
-    )
+    """The harvest's progress display (one bar per source, then dedup)."""
+    return progress_bar()
 
 
 def harvest_sources(

@@ -15,10 +15,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from bastion.errors import BastionError
+from bastion.progress import progress_bar
 from synth.cache import Reply, ReplyCache
 from synth.client import Teacher
 from synth.prompts import retry_message
@@ -46,22 +44,6 @@ class Sampling:
     temperature: float
     seed: int
     max_tokens: int
-
-
-def progress_bar() -> Progress:
-    """A rich progress bar with an ETA on stderr (hidden when stderr is not a terminal)."""
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-        transient=False,
-    )
 
 
 def ask_one(teacher: Teacher, ask: Ask, sampling: Sampling, check: Check, parse_retries: int) -> Reply:
@@ -126,7 +108,7 @@ def ask_all(
         return i, reply
 
     step = max(1, len(missing) // 10)
-    with progress_bar() as progress, ThreadPoolExecutor(max_workers=teacher.slots) as pool:
+    with progress_bar(eta=True) as progress, ThreadPoolExecutor(max_workers=teacher.slots) as pool:
         task = progress.add_task(label, total=len(missing))
         futures = [pool.submit(job, i) for i in missing]
         try:

@@ -10,13 +10,13 @@ never reach the teacher, whatever produced the files.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bastion.errors import BadInputError, MissingResourceError
+from bastion.jsonl import read_jsonl
 from bastion.run_folder import RunFolder
 
 
@@ -34,17 +34,7 @@ class Chunk:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInputError(f"{path}:{number}: not JSON ({exc.msg}); harvest again") from None
-            if not isinstance(row, dict):
-                raise BadInputError(f"{path}:{number}: expected a JSON object; harvest again")
-            yield number, row
+    return read_jsonl(path, fix="harvest again")
 
 
 def heldout_urls(folder: RunFolder) -> set[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 
 from bastion.errors import BadInputError, BastionError, MissingResourceError
+from bastion.jsonl import read_jsonl
 from bastion.paths import SCHEMAS_DIR
 from bastion.recipe import Recipe
 from train.launchers import NodePlan
@@ -30,13 +31,7 @@ def load_records(path: Path) -> list[dict[str, Any]]:
         )
     validator = jsonschema.Draft202012Validator(json.loads((SCHEMAS_DIR / "alpaca.schema.json").read_text()))
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, record in read_jsonl(path):
         errors = sorted(e.message for e in validator.iter_errors(record))
         if errors:
             raise BadInputError(

@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -137,20 +138,21 @@ def check_flash_attention() -> str:
 def gpu_recipe(folder: Path, *, flash: bool, vllm: bool) -> Path:
     """recipes/tiny-cpu.yaml as a CUDA recipe: bf16, paged 8-bit AdamW, FlashAttention and vLLM when present."""
     text = (REPO / "recipes" / "tiny-cpu.yaml").read_text(encoding="utf-8")
-    replacements = {
-        "name: tiny-cpu": "name: gpu-check",
-        "path: corpus/cloudsec-mini": f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}",
-        "  device: cpu\n  adapter": "  device: cuda\n  adapter",
-        "compute_dtype: float32": "compute_dtype: bfloat16",
-        "optimizer: adamw_torch": "optimizer: paged_adamw_8bit",
-        "precision: fp32": "precision: bf16",
-        "flash_attention: false": f"flash_attention: {'true' if flash else 'false'}",
-        "  device: cpu\n\nexport": "  device: cuda\n" + (VLLM_EVAL if vllm else "") + "\nexport",
-    }
-    for old, new in replacements.items():
-        if old not in text:
-            raise SystemExit(f"gpu-check: recipes/tiny-cpu.yaml changed ('{old.strip()}' not found); update {__file__}")
-        text = text.replace(old, new, 1)
+    # (pattern, replacement, occurrences): keys are matched with whatever comment follows them
+    replacements = [
+        (r"^name: tiny-cpu$", "name: gpu-check", 1),
+        (r"path: corpus/cloudsec-mini", f"path: {REPO / 'recipes' / 'corpus' / 'cloudsec-mini'}", 1),
+        (r"^  device: cpu\b.*$", "  device: cuda", 2),  # train and eval
+        (r"compute_dtype: float32", "compute_dtype: bfloat16", 1),
+        (r"^  optimizer: adamw_torch\b.*$", "  optimizer: paged_adamw_8bit", 1),
+        (r"^  precision: fp32\b.*$", "  precision: bf16", 1),
+        (r"^  flash_attention: false\b.*$", f"  flash_attention: {'true' if flash else 'false'}", 1),
+        (r"^eval:\n", "eval:\n" + (VLLM_EVAL if vllm else ""), 1),
+    ]
+    for pattern, new, occurrences in replacements:
+        text, count = re.subn(pattern, new, text, count=occurrences, flags=re.M)
+        if count != occurrences:
+            raise SystemExit(f"gpu-check: recipes/tiny-cpu.yaml changed ({pattern!r} not found); update {__file__}")
     path = folder / "gpu-check.yaml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -13,6 +13,8 @@ from bastion.recipe import load_recipe
 from bastion.run_folder import RunFolder
 from bastion.runner import run_stage, stage_named
 
+TINY = load_recipe("tiny-cpu.yaml")  # the settings the e2e recipe copies
+
 pytestmark = pytest.mark.slow
 
 
@@ -34,7 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunFolder, dict]:
 
 def test_losses_are_finite_and_recorded(trained: tuple[RunFolder, dict]) -> None:
     folder, details = trained
-    assert details["steps"] == 5
+    assert details["steps"] == TINY.train["max_steps"]
     for key in ("first_train_loss", "final_train_loss", "final_eval_loss"):
         assert math.isfinite(details[key]) and 0 < details[key] < 20, key
     entry = folder.stage_entry("train")
@@ -63,7 +65,8 @@ def test_adapter_loads_with_peft_onto_the_tiny_model(trained: tuple[RunFolder, d
     folder, _ = trained
     adapter = folder.adapter
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["r"] == 8 and config["lora_alpha"] == 16
+    assert config["r"] == TINY.train["lora"]["r"] and config["lora_alpha"] == TINY.train["lora"]["alpha"]
+    assert set(config["modules_to_save"]) == {"embed_tokens", "lm_head"}  # the recipe's axolotl override
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
     model = PeftModel.from_pretrained(base, adapter)
     ids = torch.tensor([[128000, 9906, 1917]])
@@ -79,7 +82,7 @@ def test_resume_points_at_the_last_checkpoint(trained: tuple[RunFolder, dict]) -
 
     folder, _ = trained
     checkpoint = latest_checkpoint(folder.train_output)
-    assert checkpoint is not None and checkpoint.name == "checkpoint-5"
+    assert checkpoint is not None and checkpoint.name == f"checkpoint-{TINY.train['max_steps']}"
     cmd = launch_command(load_recipe(folder.read_manifest()["recipe"]["path"]), folder, resume_from=checkpoint)
     assert cmd[cmd.index("--resume-from-checkpoint") + 1] == str(checkpoint)
 
@@ -109,12 +112,14 @@ def test_sigint_stops_training_cleanly(trained: tuple[RunFolder, dict], tmp_path
     assert proc.stdout is not None
     seen = b""
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and b"eval_loss" not in seen:
+    stepping = False  # interrupt in the middle of training, once the first step's loss is logged
+    while time.monotonic() < deadline and not stepping:
         line = proc.stdout.readline()
         if not line:
             break
         seen += line
-    assert b"eval_loss" in seen, seen[-2000:]
+        stepping = b"axolotl: " in line and b"loss " in line
+    assert stepping, seen[-2000:]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     text = (seen + out).decode()
@@ -132,7 +137,7 @@ def test_resume_of_a_finished_run_keeps_max_steps_and_the_first_loss(trained: tu
     recipe = load_recipe(folder.read_manifest()["recipe"]["path"])
     log_size = folder.train_log.stat().st_size
     again = run_stage(stage_named("train"), recipe, folder, resume=True)
-    assert again["steps"] == recipe.train["max_steps"] == 5  # no step past max_steps
+    assert again["steps"] == recipe.train["max_steps"]  # no step past max_steps
     assert folder.train_log.stat().st_size == log_size  # nothing was launched
     assert again["first_train_loss"] == pytest.approx(details["first_train_loss"])  # the run's, not a segment's
     assert folder.stage_entry("train")["status"] == "ok"

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from fixture_server import FixtureServer, Hit, Reply, page  # noqa: E402
+from fixture_server import FixtureServer, Hit, doc_site  # noqa: E402
 
 from bastion.run_folder import RunFolder  # noqa: E402
 from harvest.crawl import FetchedPage, crawl  # noqa: E402
@@ -55,7 +55,6 @@ from harvest.state import CrawlState  # noqa: E402
 UA = "BastionBenchBot/0.1 (+https://example.invalid/bot)"
 RATIO_GOAL = 0.8
 GAP_TOLERANCE = 0.005  # kernel timestamps: only granularity to absorb
-ROBOTS = "User-agent: *\nAllow: /\n"
 
 
 @dataclass(frozen=True)
@@ -69,20 +68,6 @@ class HostReport:
     first: float  # first linked (depth 1) page request, seconds after the crawl started
     last: float  # last linked page request, seconds after the crawl started
     min_gap: float
-
-
-def site_routes(tag: str, n_pages: int, latency: float) -> dict[str, Reply]:
-    """An index at / linking to ``n_pages - 1`` pages; each page links to /, its previous and next page."""
-    paths = [f"/docs/{tag}-page-{i:02d}" for i in range(1, n_pages)]
-    routes: dict[str, Reply] = {
-        "/robots.txt": Reply(body=ROBOTS, content_type="text/plain", delay=latency),
-        "/": Reply(body=page(*paths, title=f"{tag} documentation"), delay=latency),
-    }
-    for i, path in enumerate(paths):
-        nav = ["/"] + [paths[j] for j in (i - 1, i + 1) if 0 <= j < len(paths)]
-        text = f"Section {i + 1} of the {tag} guide explains one configuration option in detail. " * 8
-        routes[path] = Reply(body=page(*nav, title=f"{tag} page {i + 1}", text=text), delay=latency)
-    return routes
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -121,7 +106,7 @@ def run(n_hosts: int, n_pages: int, delay: float, latency: float) -> None:
     pages: list[FetchedPage] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         servers = [
-            stack.enter_context(FixtureServer(site_routes(f"h{k}", n_pages, latency), host=f"127.0.0.{k + 2}"))
+            stack.enter_context(FixtureServer(doc_site(f"h{k}", n_pages, latency), host=f"127.0.0.{k + 2}"))
             for k in range(n_hosts)
         ]
         source = {

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from fixture_server import FixtureServer, Reply, page  # noqa: E402
+from fixture_server import FixtureServer, doc_site  # noqa: E402
 
 from bastion.run_folder import RunFolder  # noqa: E402
 from harvest import crawl as crawl_module  # noqa: E402
@@ -47,21 +47,6 @@ UA = "BastionBenchBot/0.1 (+https://example.invalid/bot)"
 FLAGSHIP_PAGES = (400, 400, 300, 200, 10, 60, 120)
 GOAL = 1.15
 GAP_TOLERANCE = 0.005
-ROBOTS = "User-agent: *\nAllow: /\n"
-
-
-def site_routes(tag: str, n_pages: int, latency: float) -> dict[str, Reply]:
-    """An index at / linking to ``n_pages - 1`` pages; each page links to /, its previous and next page."""
-    paths = [f"/docs/{tag}-page-{i:03d}" for i in range(1, n_pages)]
-    routes: dict[str, Reply] = {
-        "/robots.txt": Reply(body=ROBOTS, content_type="text/plain", delay=latency),
-        "/": Reply(body=page(*paths, title=f"{tag} documentation"), delay=latency),
-    }
-    for i, path in enumerate(paths):
-        nav = ["/"] + [paths[j] for j in (i - 1, i + 1) if 0 <= j < len(paths)]
-        text = f"Section {i + 1} of the {tag} guide explains one configuration option in detail. " * 8
-        routes[path] = Reply(body=page(*nav, title=f"{tag} page {i + 1}", text=text), delay=latency)
-    return routes
 
 
 def crawl_all(sources: list[dict[str, Any]], politeness: dict[str, Any], state_path: Path, on_page: Any) -> list[Any]:
@@ -95,7 +80,7 @@ def run(scale: float, delay: float, latency: float) -> None:
     fetched: list[str] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         servers = [
-            stack.enter_context(FixtureServer(site_routes(f"s{k}", n, latency), host=f"127.0.0.{k + 2}"))
+            stack.enter_context(FixtureServer(doc_site(f"s{k}", n, latency), host=f"127.0.0.{k + 2}"))
             for k, n in enumerate(counts)
         ]
         sources = [

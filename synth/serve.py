@@ -24,6 +24,7 @@ from typing import Any
 from bastion.errors import MissingResourceError, ToolError
 from bastion.llama_server import free_port, loopback_server, stop
 from bastion.recipe import Recipe
+from bastion.vllm import vllm_serve_command
 from synth.config import base_urls
 
 log = logging.getLogger(__name__)
@@ -40,26 +41,16 @@ class Served:
 
 
 def vllm_command(serve: dict[str, Any], model_name: str, *, port: int, seed: int) -> list[str]:
-    """The ``vllm serve`` command line for the teacher (loopback only)."""
-    command = [
-        "vllm",
-        "serve",
+    """The ``vllm serve`` command line for the teacher (loopback only), plus the recipe's extra arguments."""
+    command = vllm_serve_command(
         str(serve["model"]),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--served-model-name",
-        model_name,
-        "--tensor-parallel-size",
-        str(serve["tensor_parallel_size"]),
-        "--gpu-memory-utilization",
-        str(serve["gpu_memory_utilization"]),
-        "--seed",
-        str(seed),
-    ]
-    if serve["max_model_len"]:
-        command += ["--max-model-len", str(serve["max_model_len"])]
+        port=port,
+        served_model_name=model_name,
+        tensor_parallel=int(serve["tensor_parallel_size"]),
+        gpu_memory_utilization=float(serve["gpu_memory_utilization"]),
+        max_model_len=serve["max_model_len"] or None,
+        seed=seed,
+    )
     return command + [str(a) for a in serve["extra_args"]]
 
 

@@ -235,3 +235,21 @@ def _make_handler(site: FixtureServer) -> type[BaseHTTPRequestHandler]:
             log.debug("fixture %s", format % args)
 
     return Handler
+
+
+ALLOW_ALL = "User-agent: *\nAllow: /\n"
+
+
+def doc_site(tag: str, n_pages: int, latency: float) -> dict[str, Reply]:
+    """Routes of a documentation site: robots.txt allowing all, an index at / linking to ``n_pages - 1``
+    pages, each page linking to /, its previous and its next page; every reply after ``latency`` s."""
+    paths = [f"/docs/{tag}-page-{i:03d}" for i in range(1, n_pages)]
+    routes: dict[str, Reply] = {
+        "/robots.txt": Reply(body=ALLOW_ALL, content_type="text/plain", delay=latency),
+        "/": Reply(body=page(*paths, title=f"{tag} documentation"), delay=latency),
+    }
+    for i, path in enumerate(paths):
+        nav = ["/"] + [paths[j] for j in (i - 1, i + 1) if 0 <= j < len(paths)]
+        text = f"Section {i + 1} of the {tag} guide explains one configuration option in detail. " * 8
+        routes[path] = Reply(body=page(*nav, title=f"{tag} page {i + 1}", text=text), delay=latency)
+    return routes
